@@ -1,0 +1,3 @@
+"""vaesae: sparsification and interpretability experiments on hybrid VAE-SAE models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,47 @@
+"""Image grids as PNG files (sample grids, reconstructions, reference comparisons)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["image_grid", "save_grid"]
+
+
+def image_grid(images: torch.Tensor | np.ndarray, ncols: int = 8, pad: int = 2) -> np.ndarray:
+    """Tile uint8 images [N, C, H, W] (C = 1 or 3) into one uint8 RGB array [rows*(H+pad), ...]."""
+    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if arr.ndim != 4 or arr.shape[1] not in (1, 3):
+        raise ValueError(f"expected images [N, C, H, W] with C in (1, 3), got {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if arr.shape[1] == 1:
+        arr = np.repeat(arr, 3, 1)
+    n, _, h, w = arr.shape
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, 3), 128, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        grid[y : y + h, x : x + w] = arr[i].transpose(1, 2, 0)
+    return grid
+
+
+def save_grid(
+    images: torch.Tensor | np.ndarray, path: str | os.PathLike, ncols: int = 8, scale: int = 2
+) -> Path:
+    """Write `image_grid(images)` as a PNG, enlarged `scale` times (nearest), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = Image.fromarray(image_grid(images, ncols))
+    if scale > 1:
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
+    grid.save(tmp)
+    os.replace(tmp, path)
+    return path
