@@ -1,0 +1,163 @@
+"""Benchmarks: ``python -m vaesae.bench [--json PATH] [--only SECTION ...]``.
+
+Each section is a function returning flat figures ``{name: value}``. A timing ``X_s`` (seconds,
+median of several runs after one warm-up run) may come with ``X_ref_s``, the same work done by a
+reference implementation in the same process, and ``X_speedup = X_ref_s / X_s``; the table prints
+those three side by side and any other figure (e.g. agreement with the reference) below them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaesae.metrics import FiringStats, dead_mask, mig
+from vaesae.metrics.reference import reference_mig
+
+# dSprites factor sizes (shape, scale, orientation, pos_x, pos_y) and the evaluation-set size.
+FACTOR_SIZES = (3, 6, 40, 32, 32)
+EVAL_SIZE = 10_000
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall-clock seconds of ``repeats`` calls of ``fn``, after one untimed warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _compare(figures: dict[str, float], name: str, ours: float, ref: float) -> None:
+    figures[f"{name}_s"] = ours
+    figures[f"{name}_ref_s"] = ref
+    figures[f"{name}_speedup"] = ref / ours
+
+
+def metrics_section() -> dict[str, float]:
+    """MIG on latent-like (10-d) and SAE-like (500-d, sparse) codes and FiringStats on 500 neurons,
+    each against the numpy + scikit-learn reference (disentanglement_lib semantics)."""
+    g = torch.Generator().manual_seed(0)
+    n = EVAL_SIZE
+    factors = torch.stack([torch.randint(0, s, (n,), generator=g) for s in FACTOR_SIZES], 1)
+    scaled = (factors / torch.tensor(FACTOR_SIZES)).repeat(1, 100)
+    latent = scaled[:, :10] + 0.2 * torch.randn(n, 10, generator=g)
+    sae = torch.relu(scaled + torch.randn(n, 500, generator=g) - 1.5)
+    factors_np = factors.numpy()
+    figures: dict[str, float] = {}
+    for codes in (latent, sae):
+        name = f"mig_{n}x{codes.shape[1]}"
+        codes_np = codes.numpy()
+        ours = mig(codes, factors)
+        ref = reference_mig(codes_np, factors_np)
+        _compare(
+            figures,
+            name,
+            median_time(lambda c=codes: mig(c, factors), 7),
+            median_time(lambda c=codes_np: reference_mig(c, factors_np), 3),
+        )
+        figures[f"{name}_max_abs_diff"] = max(
+            abs(ours.score - ref.score),
+            float(np.abs(ours.per_factor.numpy() - ref.per_factor).max()),
+            float(np.abs(ours.mi.numpy() - ref.mi).max()),
+        )
+
+    acts = torch.relu(torch.randn(n, 500, generator=g) - 2.5)
+    acts[:, :100] = 0.0
+    acts_np = acts.numpy()
+    rules = (("never", 0.0), ("magnitude", 1e-3), ("frequency", 1e-3))
+
+    def streamed() -> list[torch.Tensor]:
+        stats = FiringStats(acts.shape[1])
+        for batch in acts.split(1000):
+            stats.update(batch)
+        summary = stats.compute()
+        return [summary.frequency()] + [summary.dead_mask(kind, value) for kind, value in rules]
+
+    def numpy_reference() -> list[np.ndarray]:
+        frequency = (acts_np > 0).sum(0) / acts_np.shape[0]
+        peak = acts_np.max(0)
+        return [frequency, frequency == 0, peak <= 1e-3, frequency < 1e-3]
+
+    name = f"firing_{n}x{acts.shape[1]}"
+    _compare(figures, name, median_time(streamed, 7), median_time(numpy_reference, 7))
+    masks = zip(streamed()[1:], numpy_reference()[1:], rules, strict=True)
+    figures[f"{name}_masks_agree"] = float(
+        all(
+            torch.equal(ours, dead_mask(acts, kind, value)) and np.array_equal(ours.numpy(), ref)
+            for ours, ref, (kind, value) in masks
+        )
+    )
+    return figures
+
+
+SECTIONS: dict[str, Callable[[], dict[str, float]]] = {"metrics": metrics_section}
+
+
+def format_section(name: str, figures: dict[str, float]) -> str:
+    """A table of ``X_s`` / ``X_ref_s`` / ``X_speedup`` rows, then the other figures."""
+    timed = [key[:-2] for key in figures if key.endswith("_s") and not key.endswith("_ref_s")]
+    shown = {f"{base}{suffix}" for base in timed for suffix in ("_s", "_ref_s", "_speedup")}
+    width = max([len(key) for key in figures] + [6])
+    lines = [
+        f"== {name} ==",
+        f"{'figure':<{width}}  {'ours (s)':>10}  {'ref (s)':>10}  {'speedup':>8}",
+    ]
+    for base in timed:
+        ref = figures.get(f"{base}_ref_s")
+        speedup = figures.get(f"{base}_speedup")
+        lines.append(
+            f"{base:<{width}}  {figures[f'{base}_s']:>10.4f}  "
+            f"{'' if ref is None else f'{ref:>10.4f}':>10}  "
+            f"{'' if speedup is None else f'{speedup:>7.1f}x':>8}"
+        )
+    lines += [f"{key:<{width}}  {value:.3g}" for key, value in figures.items() if key not in shown]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(prog="python -m vaesae.bench", description=__doc__)
+    parser.add_argument("--json", type=Path, help="write all figures to this JSON file")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(SECTIONS),
+        metavar="SECTION",
+        help=f"run only these sections (choices: {', '.join(sorted(SECTIONS))})",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's own choice)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    figures: dict[str, float] = {}
+    for name in args.only or list(SECTIONS):
+        section = SECTIONS[name]()
+        print(format_section(name, section), flush=True)
+        figures.update(section)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"figures written to {args.json}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
