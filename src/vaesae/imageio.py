@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vaesae.atomic import atomic_path
+
 __all__ = ["image_grid", "save_grid"]
 
 
@@ -36,12 +38,9 @@ def save_grid(
     images: torch.Tensor | np.ndarray, path: str | os.PathLike, ncols: int = 8, scale: int = 2
 ) -> Path:
     """Write `image_grid(images)` as a PNG, enlarged `scale` times (nearest), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     grid = Image.fromarray(image_grid(images, ncols))
     if scale > 1:
         grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    grid.save(tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG")
+    return Path(path)

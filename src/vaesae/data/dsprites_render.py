@@ -150,7 +150,9 @@ class DSpritesRenderer:
             raise ValueError(f"dSprites templates must have shape {expected}, got {tuple(t.shape)}")
         # uint8 0/255 so that a gather directly yields the official pixel convention (white=255).
         self.windows = (t.reshape(-1, WINDOW, WINDOW).to(torch.uint8) * 255).to(device)
-        self._arange = torch.arange(WINDOW, device=device)
+        # Flat canvas offsets of a window's pixels relative to its top-left corner.
+        rows, cols = torch.meshgrid(torch.arange(WINDOW), torch.arange(WINDOW), indexing="ij")
+        self._pattern = (rows * CANVAS + cols).reshape(-1).to(device)
 
     @property
     def device(self) -> torch.device:
@@ -158,7 +160,7 @@ class DSpritesRenderer:
 
     def to(self, device: torch.device | str) -> DSpritesRenderer:
         self.windows = self.windows.to(device)
-        self._arange = self._arange.to(device)
+        self._pattern = self._pattern.to(device)
         return self
 
     def __call__(self, factors: torch.Tensor) -> torch.Tensor:
@@ -167,10 +169,10 @@ class DSpritesRenderer:
         ox, phx = placement(f[:, 3])
         oy, phy = placement(f[:, 4])
         ids = (((f[:, 0] * 6 + f[:, 1]) * 40 + f[:, 2]) * PHASES + phy) * PHASES + phx
-        win = self.windows[ids]
         n = len(f)
-        canvas = torch.zeros(n, CANVAS, CANVAS, dtype=torch.uint8, device=self.device)
-        rows = (oy[:, None] + self._arange)[:, :, None]
-        cols = (ox[:, None] + self._arange)[:, None, :]
-        canvas[torch.arange(n, device=self.device)[:, None, None], rows, cols] = win
-        return canvas[:, None]
+        # One flat scatter of each window to its place: much cheaper than 2-D advanced indexing.
+        start = torch.arange(n, device=self.device) * CANVAS * CANVAS + oy * CANVAS + ox
+        dest = (start[:, None] + self._pattern).view(-1)
+        canvas = torch.zeros(n * CANVAS * CANVAS, dtype=torch.uint8, device=self.device)
+        canvas.scatter_(0, dest, self.windows.index_select(0, ids).view(-1))
+        return canvas.view(n, 1, CANVAS, CANVAS)

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from vaesae.atomic import atomic_path
 from vaesae.data.factors import DSPRITES, SHAPES3D, FactorSpace
 
 __all__ = [
@@ -258,11 +259,6 @@ def read_file(path: str | os.PathLike, progress: bool = True) -> FileData:
     raise DataFileError(path, "unknown format; expected .npz (dSprites) or .h5/.hdf5")
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-
-
 def _dsprites_metadata() -> dict:
     names = ("color", "shape", "scale", "orientation", "posX", "posY")
     values = (np.array([1.0]),) + DSPRITES.factor_values
@@ -302,8 +298,7 @@ def write_dsprites(
     for start in _chunks(n, f"rendering {path.name}", progress):
         chunk = np.asarray(image_fn(classes[start : start + CHUNK]))
         imgs[start : start + CHUNK] = (chunk.reshape(-1, 64, 64) > 0).astype(np.uint8)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".npz":
             meta = np.array(_dsprites_metadata(), dtype=object)
             with open(tmp, "wb") as fh:
@@ -316,9 +311,6 @@ def write_dsprites(
                 f.create_dataset("latents/classes", data=cls)
                 f.create_dataset("latents/values", data=vals)
                 f.create_dataset("metadata", data=np.void(pickle.dumps(_dsprites_metadata())))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -333,20 +325,15 @@ def write_shapes3d(
     path = Path(path)
     classes = np.asarray(classes, np.int64)
     n = len(classes)
-    tmp = _atomic_target(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            images = f.create_dataset(
-                "images",
-                shape=(n, 64, 64, 3),
-                dtype=np.uint8,
-                chunks=(min(max(n, 1), 1000), 64, 64, 3),
-            )
-            for start in _chunks(n, f"rendering {path.name}", progress):
-                chunk = np.asarray(image_fn(classes[start : start + CHUNK]), dtype=np.uint8)
-                images[start : start + len(chunk)] = chunk.transpose(0, 2, 3, 1)
-            f.create_dataset("labels", data=SHAPES3D.values_of(classes))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        images = f.create_dataset(
+            "images",
+            shape=(n, 64, 64, 3),
+            dtype=np.uint8,
+            chunks=(min(max(n, 1), 1000), 64, 64, 3),
+        )
+        for start in _chunks(n, f"rendering {path.name}", progress):
+            chunk = np.asarray(image_fn(classes[start : start + CHUNK]), dtype=np.uint8)
+            images[start : start + len(chunk)] = chunk.transpose(0, 2, 3, 1)
+        f.create_dataset("labels", data=SHAPES3D.values_of(classes))
     return path

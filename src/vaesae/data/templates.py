@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vaesae.atomic import atomic_path
 from vaesae.data import dsprites_render, shapes3d_scene
 from vaesae.data.factors import SHAPES3D
 
@@ -70,10 +71,8 @@ def _load(name: str, root: str) -> np.ndarray:
     stored = _build(name)
     log.info("built %s templates in %.1f s", name, time.perf_counter() - t0)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-        np.save(tmp, stored)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, stored)
     except OSError as err:
         log.warning("could not cache templates at %s (%s): keeping them in memory", path, err)
     return _unpack(name, stored)

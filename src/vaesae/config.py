@@ -1,0 +1,102 @@
+"""Checks of a composed training config, run before any data is loaded or any step is taken.
+
+Hydra itself rejects unknown group options (listing the valid ones); this module rejects values
+that compose but cannot work, each with one line that names the setting and its valid range.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from vaesae.data import DATASETS, SOURCES
+from vaesae.metrics import min_samples_for_frequency
+from vaesae.models import ACTIVATIONS, SAE_SITES
+from vaesae.sparsity import GRANULARITIES, validate_schedule
+
+__all__ = ["ConfigError", "validate_config", "THRESHOLD_KINDS", "LOGGERS"]
+
+THRESHOLD_KINDS = ("never", "magnitude", "frequency", "window")
+LOGGERS = ("csv", "wandb", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+class ConfigError(ValueError):
+    """A setting that composes but cannot be trained with."""
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def _choice(name: str, value: object, valid: tuple[str, ...] | list[str]) -> None:
+    _require(value in valid, f"{name}={value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+def _positive(name: str, value: object) -> None:
+    _require(
+        isinstance(value, int | float) and value > 0,
+        f"{name}={value} must be a positive number",
+    )
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first impossible setting of a training config."""
+    _choice("dataset", cfg.dataset.name, DATASETS)
+    _choice("data.source", cfg.data.source, SOURCES)
+    _choice("method", cfg.method.name, sorted(ACTIVATIONS))
+    _choice("model.site", cfg.model.site, SAE_SITES)
+    _choice("schedule.granularity", cfg.schedule.granularity, GRANULARITIES)
+    _choice("threshold.kind", cfg.threshold.kind, THRESHOLD_KINDS)
+    _choice("logger", cfg.logger.name, LOGGERS)
+    if cfg.logger.name == "wandb":
+        _choice("logger.mode", cfg.logger.mode, WANDB_MODES)
+    for name in (
+        "data.batch_size",
+        "data.eval_size",
+        "data.eval_batch_size",
+        "model.width",
+        "optim.lr",
+        "metrics.window",
+        "metrics.num_bins",
+    ):
+        section, key = name.split(".")
+        _positive(name, cfg[section][key])
+    _require(cfg.model.d_z >= 2, f"model.d_z={cfg.model.d_z} must be >= 2 (MIG compares two codes)")
+    for name in ("beta", "alpha"):
+        _require(cfg.loss[name] >= 0, f"loss.{name}={cfg.loss[name]} must be >= 0")
+    epoch_size = cfg.data.epoch_size
+    _require(
+        epoch_size is None or epoch_size >= cfg.data.batch_size,
+        f"data.epoch_size={epoch_size} must be null or >= data.batch_size={cfg.data.batch_size}",
+    )
+    s = cfg.schedule
+    try:
+        validate_schedule(
+            s.kind,
+            s.k_start,
+            s.k_end,
+            s.warmup_epochs,
+            s.schedule_epochs,
+            s.hold_epochs,
+            s.n_steps,
+            width=cfg.model.width,
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if cfg.threshold.kind == "frequency":
+        needed = min_samples_for_frequency(cfg.threshold.value)
+        _require(
+            cfg.data.eval_size >= needed,
+            f"threshold={cfg.threshold.name} (frequency < {cfg.threshold.value:g}) needs "
+            f"data.eval_size >= {needed}, got {cfg.data.eval_size}: raise data.eval_size or pick "
+            "another threshold (never, magnitude, window, or a larger frequency)",
+        )
+    if cfg.threshold.kind == "magnitude":
+        _require(cfg.threshold.value >= 0, f"threshold.value={cfg.threshold.value} must be >= 0")
+    if cfg.trainer.accelerator == "gpu":
+        _require(
+            torch.cuda.is_available(),
+            "trainer=gpu but no CUDA device is visible; use trainer=cpu",
+        )

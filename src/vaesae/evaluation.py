@@ -1,0 +1,228 @@
+"""Per-epoch evaluation on the fixed evaluation set: dead-neuron rules, MIG, neuron semantics.
+
+`evaluate_codes` is a pure function of the evaluation set's latent means, SAE codes and factors;
+`EvaluationCallback` runs the model over the evaluation set at the end of every training epoch,
+calls it, and logs the result. All definitions come from `vaesae.metrics`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from vaesae.metrics import (
+    FiringSummary,
+    dead_transitions,
+    mig,
+    min_samples_for_frequency,
+    semantics_from_mi,
+)
+
+__all__ = [
+    "EvalSettings",
+    "EvalResult",
+    "HIST_NAMES",
+    "frequency_rule_name",
+    "evaluate_codes",
+    "collect_codes",
+    "EvaluationCallback",
+]
+
+# Firing-frequency histogram: neurons that never fire, then decades of frequency with inclusive
+# upper edges 1e-4, 1e-3, 1e-2, 1e-1 and 1.
+HIST_UPPER_LOG10 = (-4.0, -3.0, -2.0, -1.0)
+HIST_NAMES = (
+    "firing/hist_never",
+    "firing/hist_le1e-4",
+    "firing/hist_1e-4_1e-3",
+    "firing/hist_1e-3_1e-2",
+    "firing/hist_1e-2_1e-1",
+    "firing/hist_gt1e-1",
+)
+
+
+def frequency_rule_name(value: float) -> str:
+    """Column name of a frequency rule, e.g. 1e-3 -> 'freq1e-3'."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"freq{mantissa}e{int(exponent)}"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What to compute at each epoch's end (defaults match `conf/train.yaml`)."""
+
+    primary_kind: str = "never"  # never | magnitude | frequency | window
+    primary_value: float = 0.0
+    magnitude_eps: float = 1e-3
+    frequencies: tuple[float, ...] = (1e-3, 1e-4, 1e-5)
+    window: int = 100_000
+    dense_frequency: float = 0.1
+    num_bins: int = 20
+    align_threshold: float = 0.1
+    select_threshold: float = 0.05
+
+    @property
+    def primary_name(self) -> str:
+        if self.primary_kind == "frequency":
+            return frequency_rule_name(self.primary_value)
+        return self.primary_kind
+
+
+@dataclass
+class EvalResult:
+    """One epoch's figures (`scalars`, flat names as logged) and the per-neuron arrays."""
+
+    scalars: dict[str, float]
+    dead: dict[str, Tensor]  # rule name -> BoolTensor[M]
+    frequency: Tensor  # float64 [M]
+    normalized_mi: Tensor  # float64 [M, K], 0 for dead neurons (primary rule)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_codes(
+    mu: Tensor,
+    codes: Tensor,
+    factors: Tensor,
+    factor_names: tuple[str, ...],
+    settings: EvalSettings,
+    window_dead: Tensor | None = None,
+    reference_dead: Tensor | None = None,
+) -> EvalResult:
+    """All per-epoch figures from the evaluation set.
+
+    mu: [N, d_z] posterior means; codes: [N, M] SAE activations; factors: [N, K] classes.
+    window_dead: the training-window rule's mask (None: not reported). reference_dead: the
+    primary rule's mask at the end of the schedule (None before it), for revived / newly dead.
+
+    Scalars (rates are fractions of the M neurons):
+      dead/<rule>          dead rate under each rule: never, magnitude, freq<tau> (only when
+                           N >= 1/tau), window; dead/primary repeats the chosen rule
+      sparsity/dead_features  number of dead neurons under the primary rule
+      neurons/dense        fraction of neurons firing on more than `dense_frequency` of samples
+      neurons/revived, neurons/newly_dead  counts relative to the end of the schedule (NaN before)
+      firing/hist_*        number of neurons per firing-frequency decade (HIST_NAMES)
+      eval/l0              mean number of active codes per sample
+      mig/latent, mig/sae  MIG of mu and of the SAE codes; mig/<code>/<factor> per factor
+      semantics/*          alive neurons' alignment and selectivity summary (primary rule alive)
+    """
+    width = codes.shape[1]
+    firing = FiringSummary.from_activations(codes)
+    dead = {
+        "never": firing.dead_mask("never"),
+        "magnitude": firing.dead_mask("magnitude", settings.magnitude_eps),
+    }
+    for tau in settings.frequencies:
+        if firing.num_samples >= min_samples_for_frequency(tau):
+            dead[frequency_rule_name(tau)] = firing.dead_mask("frequency", tau)
+    if window_dead is not None:
+        dead["window"] = window_dead.to(codes.device)
+    primary = settings.primary_name
+    if primary not in dead:
+        raise ValueError(f"primary dead-neuron rule {primary!r} is not available this epoch")
+    scalars: dict[str, float] = {
+        f"dead/{name}": float(m.float().mean()) for name, m in dead.items()
+    }
+    scalars["dead/primary"] = scalars[f"dead/{primary}"]
+    scalars["sparsity/dead_features"] = float(dead[primary].sum())
+
+    frequency = firing.frequency()
+    scalars["neurons/dense"] = float((frequency > settings.dense_frequency).double().mean())
+    if reference_dead is None:
+        scalars["neurons/revived"] = scalars["neurons/newly_dead"] = math.nan
+    else:
+        moved = dead_transitions(reference_dead.to(codes.device), dead[primary])
+        scalars["neurons/revived"] = float(moved.num_revived)
+        scalars["neurons/newly_dead"] = float(moved.num_newly_dead)
+    fired = frequency[frequency > 0].log10()
+    upper = torch.tensor(HIST_UPPER_LOG10, dtype=fired.dtype, device=fired.device)
+    counts = torch.bincount(torch.searchsorted(upper, fired), minlength=len(upper) + 1)
+    for name, count in zip(HIST_NAMES, [width - len(fired), *counts.tolist()], strict=True):
+        scalars[name] = float(count)
+    scalars["eval/l0"] = float((codes != 0).sum(1).double().mean())
+
+    latent = mig(mu, factors, settings.num_bins)
+    sae = mig(codes, factors, settings.num_bins)
+    scalars["mig/latent"], scalars["mig/sae"] = latent.score, sae.score
+    for k, name in enumerate(factor_names):
+        scalars[f"mig/latent/{name}"] = float(latent.per_factor[k])
+        scalars[f"mig/sae/{name}"] = float(sae.per_factor[k])
+    semantics = semantics_from_mi(
+        sae.mi, sae.entropy, ~dead[primary], settings.align_threshold, settings.select_threshold
+    )
+    scalars.update({f"semantics/{k}": v for k, v in semantics.summary().items()})
+    normalized = torch.zeros_like(sae.mi)
+    normalized[semantics.neurons] = semantics.normalized_mi
+    return EvalResult(scalars, dead, frequency, normalized, {"semantics": semantics})
+
+
+@torch.no_grad()
+def collect_codes(
+    module: pl.LightningModule, batches
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Run the model in eval mode over (images, factors) batches.
+
+    Returns mu [N, d_z], codes [N, M], factors [N, K] (all float32/long on the model's device)
+    and the first batch's inputs and reconstructions (sigmoid of the logits) for a figure.
+    """
+    was_training = module.training
+    module.eval()
+    mus, codes, factors = [], [], []
+    first: tuple[Tensor, Tensor] | None = None
+    try:
+        for images, f in batches:
+            x = module.to_input(images)
+            out = module.model(x)
+            mus.append(out.mu.float())
+            codes.append(out.codes.float())
+            factors.append(f)
+            if first is None:
+                first = (x, torch.sigmoid(out.logits.float()))
+    finally:
+        module.train(was_training)
+    assert first is not None, "the evaluation set is empty"
+    return torch.cat(mus), torch.cat(codes), torch.cat(factors), first[0], first[1]
+
+
+class EvaluationCallback(pl.Callback):
+    """Evaluates the fixed evaluation set at the end of every training epoch and logs it.
+
+    The primary rule's dead mask at the end of `reference_epoch` (the epoch at whose end k has
+    reached k_end) is kept as the reference for revived / newly-dead counts in later epochs, and
+    saved in checkpoints.
+    """
+
+    def __init__(self, settings: EvalSettings, reference_epoch: int) -> None:
+        self.settings = settings
+        self.reference_epoch = reference_epoch
+        self.reference_dead: Tensor | None = None
+        self.last: EvalResult | None = None
+        self.samples: tuple[Tensor, Tensor] | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        dm = trainer.datamodule
+        mu, codes, factors, x, recon = collect_codes(pl_module, dm.eval_batches(pl_module.device))
+        window_dead = pl_module.window.dead_mask(self.settings.window)
+        result = evaluate_codes(
+            mu,
+            codes,
+            factors,
+            dm.dataset.factor_names,
+            self.settings,
+            window_dead,
+            self.reference_dead,
+        )
+        if trainer.current_epoch == self.reference_epoch:
+            self.reference_dead = result.dead[self.settings.primary_name].cpu()
+        self.last, self.samples = result, (x, recon)
+        pl_module.log_dict(result.scalars, on_step=False, on_epoch=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"reference_dead": self.reference_dead}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.reference_dead = state_dict.get("reference_dead")

@@ -1,0 +1,209 @@
+"""Hydra entry point: python -m vaesae.train [group=option ...] [-m for sweeps].
+
+`train(cfg, run_dir)` builds the data module, the model and the callbacks from a composed config
+and trains; `main` adds Hydra's run directory and keeps one failed job of a sweep from stopping
+the others (its summary.json says `failed` and why).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from vaesae.atomic import write_json
+from vaesae.config import ConfigError, validate_config
+from vaesae.data.datamodule import GroundTruthDataModule
+from vaesae.evaluation import EvalSettings, EvaluationCallback
+from vaesae.module import VAESAEModule
+from vaesae.records import LastCheckpoint, RunRecorder
+from vaesae.sparsity import KSchedule, SparsityScheduleCallback
+
+__all__ = ["train", "main", "CONF_DIR"]
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+log = logging.getLogger("vaesae")
+
+
+def _schedule(cfg: DictConfig) -> KSchedule:
+    s = cfg.schedule
+    return KSchedule(
+        s.kind, s.k_start, s.k_end, s.warmup_epochs, s.schedule_epochs, s.hold_epochs, s.n_steps
+    )
+
+
+def reference_epoch(cfg: DictConfig) -> int:
+    """The epoch at whose end k has reached k_end: the schedule's last epoch when k moves every
+    step, the first hold epoch when it moves once per epoch."""
+    end = _schedule(cfg).end_epoch
+    return end - 1 if cfg.schedule.granularity == "step" else end
+
+
+def _eval_settings(cfg: DictConfig) -> EvalSettings:
+    m = cfg.metrics
+    return EvalSettings(
+        primary_kind=cfg.threshold.kind,
+        primary_value=float(cfg.threshold.value),
+        magnitude_eps=float(m.magnitude_eps),
+        frequencies=tuple(float(f) for f in m.frequencies),
+        window=int(m.window),
+        dense_frequency=float(m.dense_frequency),
+        num_bins=int(m.num_bins),
+        align_threshold=float(m.align_threshold),
+        select_threshold=float(m.select_threshold),
+    )
+
+
+def _loggers(cfg: DictConfig, run_dir: Path, group: str) -> list:
+    if cfg.logger.name != "wandb":
+        return []
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [
+        WandbLogger(
+            project=cfg.logger.project,
+            entity=cfg.logger.entity,
+            name=cfg.run_name,
+            group=group,
+            save_dir=str(run_dir),
+            mode=cfg.logger.mode,
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+    ]
+
+
+def run_meta(cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "run_name": cfg.run_name,
+        "method": cfg.method.name,
+        "dataset": cfg.dataset.name,
+        "seed": int(cfg.seed),
+        "threshold": cfg.threshold.name,
+        "schedule": cfg.schedule.kind,
+        "k_start": int(cfg.schedule.k_start),
+        "k_end": int(cfg.schedule.k_end),
+        "reference_epoch": reference_epoch(cfg),
+        "total_epochs": _schedule(cfg).total_epochs,
+    }
+
+
+def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[str, Any]:
+    """Train one run into `run_dir`; returns its summary. Raises ConfigError before any work."""
+    run_dir = Path(run_dir)
+    validate_config(cfg)
+    schedule = _schedule(cfg)
+    if cfg.trainer.threads:
+        torch.set_num_threads(int(cfg.trainer.threads))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if cfg.resume and not ckpt.exists():
+        raise ConfigError(f"resume=true but {ckpt} does not exist; run without resume first")
+    dm = GroundTruthDataModule(
+        cfg.dataset.name,
+        source=cfg.data.source,
+        root=cfg.data.root,
+        batch_size=cfg.data.batch_size,
+        epoch_size=cfg.data.epoch_size,
+        eval_size=cfg.data.eval_size,
+        seed=int(cfg.seed),
+        eval_seed=int(cfg.data.eval_seed),
+        eval_batch_size=cfg.data.eval_batch_size,
+    )
+    module = VAESAEModule(
+        in_channels=cfg.dataset.in_channels,
+        d_z=cfg.model.d_z,
+        width=cfg.model.width,
+        method=cfg.method.name,
+        k_start=schedule.k_start,
+        site=cfg.model.site,
+        stop_gradient=cfg.model.stop_gradient,
+        normalize_decoder=cfg.model.normalize_decoder,
+        beta=cfg.loss.beta,
+        alpha=cfg.loss.alpha,
+        lr=cfg.optim.lr,
+    )
+    controller = {
+        k: cfg.method[k]
+        for k in ("l1_coef_init", "l1_eta", "l1_coef_min", "l1_coef_max")
+        if k in cfg.method
+    }
+    evaluation = EvaluationCallback(_eval_settings(cfg), reference_epoch(cfg))
+    recorder = RunRecorder(run_dir, run_meta(cfg), evaluation, cfg.metrics.recon_images)
+    callbacks = [
+        SparsityScheduleCallback(schedule, cfg.schedule.granularity, **controller),
+        evaluation,
+        recorder,
+        LastCheckpoint(run_dir),
+    ]
+    trainer = pl.Trainer(
+        max_epochs=schedule.total_epochs,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        precision=cfg.trainer.precision,
+        logger=_loggers(cfg, run_dir, group) or False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=str(run_dir),
+    )
+    write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume else None)
+    except BaseException as err:
+        recorder.finish("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    status = "completed" if trainer.state.status.value == "finished" else "interrupted"
+    recorder.finish(status)
+    return {"status": status, "run_dir": str(run_dir)}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    group = Path(hc.sweep.dir).name if multirun else "single"
+    try:
+        train(cfg, run_dir, group)
+    except ConfigError as err:
+        write_json(
+            run_dir / "summary.json",
+            {**_safe_meta(cfg), "status": "failed", "error": f"ConfigError: {err}"},
+        )
+        if not multirun:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        log.error("job %s: %s", cfg.run_name, err)
+    except Exception:
+        if not multirun:
+            raise
+        # One failed job must not stop the sweep: its summary.json already says why.
+        log.error("job %s failed:\n%s", cfg.run_name, traceback.format_exc())
+    finally:
+        if cfg.logger.name == "wandb":
+            import wandb
+
+            wandb.finish()
+
+
+def _safe_meta(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return run_meta(cfg)
+    except (ValueError, KeyError):
+        return {"run_name": str(cfg.get("run_name"))}
+
+
+if __name__ == "__main__":
+    main()
