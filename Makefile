@@ -25,9 +25,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
+DEMO_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
+DEMO_DIR ?= outputs/demo/$(DEMO_STAMP)
+
 demo: $(STAMP)
-	$(BIN)/python -m vaesae.data show dsprites --out outputs/demo/dsprites_grid.png
-	$(BIN)/python -m vaesae.data show shapes3d --out outputs/demo/shapes3d_grid.png
+	$(BIN)/python -m vaesae.train -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
+	@echo "demo sweep written to $(DEMO_DIR): one run directory per job (metrics.csv, summary.json, checkpoints/, reconstructions.png)"
 
 bench: $(STAMP)
 	$(BIN)/python -m vaesae.bench --json outputs/bench.json

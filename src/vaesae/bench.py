@@ -102,12 +102,126 @@ def metrics_section() -> dict[str, float]:
     return figures
 
 
-SECTIONS: dict[str, Callable[[], dict[str, float]]] = {"metrics": metrics_section}
+def data_section() -> dict[str, float]:
+    """Template build time and `images()` for 256 and 65,536 factor tuples, both renderers."""
+    import tempfile
+
+    from vaesae.data import get_dataset
+    from vaesae.data.templates import load_templates
+
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as root:
+        for name in ("dsprites", "shapes3d"):
+            start = time.perf_counter()
+            load_templates(name, root)
+            figures[f"{name}_template_build_s"] = time.perf_counter() - start
+            ds = get_dataset(name, "procedural", root)
+            g = torch.Generator().manual_seed(0)
+            for n, repeats in ((256, 20), (65_536, 3)):
+                f = ds.sample_factors(n, g)
+                figures[f"{name}_images_{n}_s"] = median_time(
+                    lambda f=f, ds=ds: ds.images(f), repeats
+                )
+    return figures
+
+
+BENCH_K = 250  # a mid-schedule k, the same in both training paths
+
+
+def _bench_module():
+    from vaesae.module import VAESAEModule
+
+    torch.manual_seed(0)
+    return VAESAEModule(in_channels=1, method="topk", k_start=BENCH_K)
+
+
+def training_section(steps: int = 40, warmup: int = 5, batch_size: int = 256) -> dict[str, float]:
+    """Training images/s of the real Lightning path and of a plain PyTorch loop (same model,
+    batch, data and optimiser), data assembly's share of a step, and the per-epoch evaluation
+    cost relative to a paper-scale epoch (737,280 dSprites images)."""
+    import lightning.pytorch as pl
+
+    from vaesae.data.datamodule import GroundTruthDataModule
+    from vaesae.evaluation import EvalSettings, collect_codes, evaluate_codes
+    from vaesae.models import vae_sae_loss
+    from vaesae.sparsity import KSchedule, SparsityScheduleCallback
+
+    dm = GroundTruthDataModule(
+        "dsprites",
+        "procedural",
+        batch_size=batch_size,
+        epoch_size=batch_size * steps,
+        eval_size=EVAL_SIZE,
+    )
+    dm.setup()
+    figures: dict[str, float] = {}
+
+    # Plain loop: sample factors, gather images, forward, loss, backward, step.
+    module = _bench_module()
+    model, opt = module.model, torch.optim.Adam(module.parameters(), lr=1e-3)
+    factors = dm.epoch_factors(0).split(batch_size)
+    data_time = 0.0
+    for i, f in enumerate(factors):
+        if i == warmup:
+            start, data_time = time.perf_counter(), 0.0
+        t0 = time.perf_counter()
+        x = module.to_input(dm.images(f))
+        data_time += time.perf_counter() - t0
+        loss = vae_sae_loss(model(x), x)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    plain_s = time.perf_counter() - start
+    figures["plain_img_per_s"] = (steps - warmup) * batch_size / plain_s
+    figures["data_fraction_of_step"] = data_time / plain_s
+
+    # Lightning: the same steps through Trainer.fit with the schedule callback of real runs.
+    class StepTimer(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == warmup:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.end = time.perf_counter()
+
+    timer = StepTimer()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[SparsityScheduleCallback(KSchedule("constant", 500, BENCH_K)), timer],
+    )
+    trainer.fit(_bench_module(), datamodule=dm)
+    figures["train_img_per_s"] = (steps - warmup) * batch_size / (timer.end - timer.start)
+    figures["lightning_vs_plain"] = figures["train_img_per_s"] / figures["plain_img_per_s"]
+
+    # One evaluation of the fixed 10,000-sample set (forward + every per-epoch metric).
+    def evaluate() -> None:
+        mu, codes, f, _, _ = collect_codes(module, dm.eval_batches())
+        evaluate_codes(mu, codes, f, dm.dataset.factor_names, EvalSettings(), None, None)
+
+    figures["eval_epoch_s"] = median_time(evaluate, 3)
+    paper_epoch_s = len(dm.dataset) / figures["train_img_per_s"]
+    figures["eval_fraction_of_paper_epoch"] = figures["eval_epoch_s"] / paper_epoch_s
+    return figures
+
+
+SECTIONS: dict[str, Callable[[], dict[str, float]]] = {
+    "metrics": metrics_section,
+    "data": data_section,
+    "training": training_section,
+}
 
 
 def format_section(name: str, figures: dict[str, float]) -> str:
     """A table of ``X_s`` / ``X_ref_s`` / ``X_speedup`` rows, then the other figures."""
-    timed = [key[:-2] for key in figures if key.endswith("_s") and not key.endswith("_ref_s")]
+    timed = [
+        key[:-2] for key in figures if key.endswith("_s") and not key.endswith(("_ref_s", "_per_s"))
+    ]
     shown = {f"{base}{suffix}" for base in timed for suffix in ("_s", "_ref_s", "_speedup")}
     width = max([len(key) for key in figures] + [6])
     lines = [

@@ -77,5 +77,19 @@ class VAESAEModule(pl.LightningModule):
         if self.model.sae.normalize_decoder:
             self.model.sae.normalize_decoder_()
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The posterior samples draw from the global generators: saving them makes a resumed run
+        # repeat the uninterrupted one exactly.
+        checkpoint["rng_state"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("rng_state")
+        if state is not None:
+            torch.set_rng_state(state["cpu"])
+            if "cuda" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

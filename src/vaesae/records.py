@@ -94,7 +94,8 @@ class RunRecorder(pl.Callback):
         }
         write_json(self.run_dir / "summary.json", summary)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Called after a checkpoint is restored, so current_epoch is the epoch about to run.
         if self.metrics_path.exists():
             # Resuming: keep the rows of the epochs the checkpoint has completed.
             self.rows = [

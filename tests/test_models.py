@@ -1,0 +1,238 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vaesae.models import (
+    ACTIVATIONS,
+    LOSS_TERMS,
+    VAESAE,
+    ConvDecoder,
+    ConvEncoder,
+    L1ReLU,
+    SparseActivation,
+    SparseAutoencoder,
+    TopK,
+    bernoulli_recon,
+    gaussian_kl,
+    l0_norm,
+    l1_norm,
+    make_activation,
+    register_activation,
+    sae_mse,
+    vae_sae_loss,
+)
+from vaesae.models import activations as activations_module
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_one_thread():
+    # Small batches: intra-op threads only add synchronisation, costly on a busy 2-core machine.
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_encoder_decoder_shapes(channels):
+    x = torch.rand(5, channels, 64, 64)
+    h = ConvEncoder(channels)(x)
+    assert h.shape == (5, 256)
+    assert (h >= 0).all()
+    assert ConvDecoder(channels, d_z=10)(torch.randn(5, 10)).shape == (5, channels, 64, 64)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("site", ["hidden", "latent"])
+def test_vaesae_output_shapes(channels, site):
+    model = VAESAE(channels, d_z=10, width=40, k=7, site=site)
+    out = model(torch.rand(3, channels, 64, 64))
+    d_in = 256 if site == "hidden" else 10
+    assert out.logits.shape == (3, channels, 64, 64)
+    for t in (out.mu, out.logvar, out.z):
+        assert t.shape == (3, 10)
+    assert out.h.shape == out.h_hat.shape == (3, d_in)
+    assert out.codes.shape == (3, 40)
+    assert ((out.codes != 0).sum(1) <= 7).all()
+
+
+def test_z_is_a_sample_in_train_mode_and_mu_in_eval_mode():
+    model = VAESAE(1, width=20)
+    x = torch.rand(4, 1, 64, 64)
+    assert not torch.equal(model.train()(x).z, model(x).mu)
+    out = model.eval()(x)
+    assert torch.equal(out.z, out.mu)
+
+
+def test_hidden_site_latent_head_reads_sae_reconstruction():
+    model = VAESAE(1, width=20, site="hidden").eval()
+    x = torch.rand(2, 1, 64, 64)
+    out = model(x)
+    assert torch.allclose(out.mu, model.latent_head(out.h_hat)[0])
+    with torch.no_grad():
+        model.sae.decoder.weight.mul_(2.0)
+    assert not torch.allclose(model(x).mu, out.mu)
+
+
+def test_latent_site_keeps_the_plain_vae_path():
+    model = VAESAE(1, width=20, site="latent").eval()
+    x = torch.rand(2, 1, 64, 64)
+    out = model(x)
+    assert torch.equal(out.h, out.mu)
+    with torch.no_grad():
+        model.sae.decoder.weight.mul_(2.0)
+    assert torch.equal(model(x).mu, out.mu)
+
+
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_latent_site_stop_gradient(stop_gradient):
+    model = VAESAE(1, width=20, site="latent", stop_gradient=stop_gradient)
+    out = model(torch.rand(2, 1, 64, 64))
+    sae_mse(out.h, out.h_hat).backward()
+    grad = model.latent_head.linear.weight.grad
+    assert (grad is None or not grad.any()) == stop_gradient
+    assert model.sae.encoder.weight.grad.any()
+
+
+def test_unknown_site_and_method_name_the_valid_choices():
+    with pytest.raises(ValueError, match="sae.site='middle'.*hidden, latent"):
+        VAESAE(1, site="middle")
+    with pytest.raises(ValueError, match="method='relu'.*l1.*topk"):
+        VAESAE(1, method="relu")
+    with pytest.raises(ValueError, match="method='relu'.*l1.*topk"):
+        make_activation("relu", 10)
+
+
+def test_topk_keeps_exactly_the_k_largest():
+    act = TopK(width=30, k=6)
+    pre = torch.rand(8, 30) + 0.1  # all positive, distinct almost surely
+    s = act(pre)
+    assert ((s != 0).sum(1) == 6).all()
+    top_idx = pre.topk(6, dim=1).indices
+    expected = torch.zeros_like(pre).scatter(1, top_idx, pre.gather(1, top_idx))
+    assert torch.equal(s, expected)
+
+
+def test_topk_drops_negative_preactivations():
+    pre = torch.tensor([[3.0, -1.0, -2.0, 0.5, -0.5]])
+    assert torch.equal(TopK(5, k=3)(pre), torch.tensor([[3.0, 0.0, 0.0, 0.5, 0.0]]))
+
+
+def test_topk_gradient_only_through_kept_units():
+    pre = (torch.rand(4, 12) + 0.1).requires_grad_()
+    s = TopK(12, k=3)(pre)
+    s.sum().backward()
+    kept = s != 0
+    assert torch.equal(pre.grad, kept.float())
+
+
+def test_topk_at_full_width_is_relu():
+    pre = torch.randn(4, 10)
+    assert torch.equal(TopK(10)(pre), torch.relu(pre))
+
+
+@pytest.mark.parametrize("bad", [0, 11, -3, 2.5, True])
+def test_topk_k_validation(bad):
+    act = TopK(10, k=5)
+    with pytest.raises(ValueError, match="1 <= k <= width=10"):
+        act.k = bad
+    assert act.k == 5
+    with pytest.raises(ValueError, match="1 <= k <= width=10"):
+        TopK(10, k=bad)
+
+
+def test_topk_k_is_mutable():
+    act = TopK(10, k=5)
+    act.k = 2
+    assert ((act(torch.rand(3, 10) + 0.1) != 0).sum(1) == 2).all()
+
+
+def test_l1_activation_is_relu():
+    pre = torch.randn(6, 9)
+    assert torch.equal(L1ReLU(9)(pre), torch.relu(pre))
+    assert make_activation("l1", 9).control == "penalty"
+    assert make_activation("topk", 9, k=3).control == "k"
+
+
+def test_new_rule_is_one_registered_class(monkeypatch):
+    monkeypatch.setattr(activations_module, "ACTIVATIONS", dict(ACTIVATIONS))
+
+    @register_activation("abs")
+    class Abs(SparseActivation):
+        control = "penalty"
+
+        def forward(self, pre):
+            return pre.abs()
+
+    sae = SparseAutoencoder(d_in=4, width=6, method="abs")
+    assert isinstance(sae.activation, Abs) and sae.method == "abs"
+    with pytest.raises(ValueError, match="already registered"):
+        register_activation("abs")(Abs)
+    assert "abs" not in ACTIVATIONS
+
+
+def test_sae_formula_and_init():
+    sae = SparseAutoencoder(d_in=8, width=16, method="l1")
+    assert torch.allclose(sae.decoder.weight.norm(dim=0), torch.ones(16))
+    assert torch.equal(sae.encoder.weight, sae.decoder.weight.T)
+    with torch.no_grad():
+        sae.b_pre.normal_()
+        sae.encoder.bias.normal_()
+    h = torch.randn(5, 8)
+    s, h_hat = sae(h)
+    w_e, b_e, w_d = sae.encoder.weight, sae.encoder.bias, sae.decoder.weight
+    assert torch.allclose(s, torch.relu((h - sae.b_pre) @ w_e.T + b_e), atol=1e-6)
+    assert torch.allclose(h_hat, s @ w_d.T + sae.b_pre, atol=1e-6)
+
+
+def test_normalize_decoder_makes_columns_unit_norm():
+    sae = SparseAutoencoder(d_in=8, width=16, normalize_decoder=True)
+    with torch.no_grad():
+        sae.decoder.weight.mul_(torch.rand(1, 16) * 5)
+    direction = sae.decoder.weight[:, 3] / sae.decoder.weight[:, 3].norm()
+    sae.normalize_decoder_()
+    assert torch.allclose(sae.decoder.weight.norm(dim=0), torch.ones(16))
+    assert torch.allclose(sae.decoder.weight[:, 3], direction)
+
+
+def test_bernoulli_recon_known_value():
+    x = torch.rand(3, 3, 64, 64)
+    ln2_per_pixel = 3 * 64 * 64 * math.log(2)
+    assert bernoulli_recon(torch.zeros_like(x), x).item() == pytest.approx(ln2_per_pixel)
+    logits = torch.randn_like(x)
+    per_image = F.binary_cross_entropy(torch.sigmoid(logits), x, reduction="sum") / 3
+    assert bernoulli_recon(logits, x).item() == pytest.approx(per_image.item(), rel=1e-5)
+
+
+def test_gaussian_kl_known_values():
+    zeros = torch.zeros(4, 10)
+    assert gaussian_kl(zeros, zeros).item() == 0.0
+    assert gaussian_kl(torch.ones(4, 10), zeros).item() == pytest.approx(5.0)
+    # sigma^2 = e: 1/2 (e - 1 - 1) per dim
+    assert gaussian_kl(zeros, torch.ones(4, 10)).item() == pytest.approx(5 * (math.e - 2), rel=1e-6)
+
+
+def test_sae_norms_known_values():
+    h = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    h_hat = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    assert sae_mse(h, h_hat).item() == pytest.approx((5.0 + 9.0) / 2)
+    codes = torch.tensor([[0.0, 2.0, 0.5, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    assert l1_norm(codes).item() == pytest.approx(3.5 / 2)
+    assert l0_norm(codes).item() == pytest.approx(1.5)
+
+
+def test_vae_sae_loss_combines_the_terms():
+    model = VAESAE(1, width=20, method="l1")
+    x = torch.rand(4, 1, 64, 64)
+    out = model(x)
+    terms = vae_sae_loss(out, x, beta=4.0, alpha=0.5, l1_coef=torch.tensor(0.3))
+    assert tuple(terms) == LOSS_TERMS
+    expected = terms["recon"] + 4.0 * terms["kl"] + 0.5 * terms["sae_mse"] + 0.3 * terms["l1"]
+    assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert terms["l0"].item() == pytest.approx((out.codes != 0).float().sum(1).mean().item())
+    assert not terms["l0"].requires_grad
+    terms["loss"].backward()
+    assert model.encoder.net[0].weight.grad.any()

@@ -1,0 +1,193 @@
+"""Training end to end on smoke-sized runs: configs, outputs, resume, bad input, sweeps, W&B."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from vaesae.config import ConfigError, validate_config
+from vaesae.records import read_metrics_csv
+from vaesae.sparsity import k_schedule
+from vaesae.train import CONF_DIR, train
+
+FAST = [
+    "experiment=smoke",
+    "data.epoch_size=256",
+    "data.eval_size=400",
+    "data.eval_batch_size=400",
+    "trainer.threads=1",
+]
+
+
+def make_cfg(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=[*FAST, *overrides])
+
+
+def groups() -> list[tuple[str, str]]:
+    return [
+        (group.name, option.stem)
+        for group in sorted(CONF_DIR.iterdir())
+        if group.is_dir()
+        for option in sorted(group.glob("*.yaml"))
+    ]
+
+
+@pytest.mark.parametrize("group, option", groups(), ids=lambda v: str(v))
+def test_every_option_composes(group, option):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"{group}={option}"])
+    assert cfg.run_name
+    if group != "trainer" and not (group == "threshold" and option == "freq1e-5"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize("method", ["topk", "l1"])
+@pytest.mark.parametrize("dataset", ["dsprites", "shapes3d"])
+def test_smoke_run_writes_its_outputs(tmp_path, method, dataset):
+    cfg = make_cfg(f"method={method}", f"dataset={dataset}")
+    assert train(cfg, tmp_path)["status"] == "completed"
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+    total = cfg.schedule.schedule_epochs + cfg.schedule.hold_epochs
+    assert [r["epoch"] for r in rows] == list(range(total))
+    # The epoch mean of the per-step k equals the schedule averaged over the epoch's steps.
+    steps = cfg.data.epoch_size // cfg.data.batch_size
+    for r in rows:
+        expected = [
+            k_schedule(r["epoch"] + i / steps, "linear", 500, 50, 0, 3) for i in range(steps)
+        ]
+        assert r["sparsity/k"] == pytest.approx(sum(expected) / steps, rel=1e-6)
+    assert rows[-1]["sparsity/k"] == 50
+    for r in rows:
+        for key in (
+            "dead/never",
+            "dead/magnitude",
+            "dead/window",
+            "dead/primary",
+            "mig/latent",
+            "mig/sae",
+            "train/loss",
+            "semantics/num_alive",
+            "neurons/dense",
+        ):
+            assert 0 <= r[key] < float("inf"), key
+        assert 0 <= r["dead/never"] <= 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert (summary["method"], summary["dataset"], summary["seed"]) == (method, dataset, 0)
+    assert summary["final"]["dead/primary"] == pytest.approx(rows[-1]["dead/primary"])
+    assert summary["train_images_per_s"] > 0
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert (tmp_path / "reconstructions.png").exists()
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_resume_continues_at_the_right_epoch(tmp_path, monkeypatch):
+    reference = tmp_path / "full"
+    train(make_cfg(), reference)
+    full = read_metrics_csv(reference / "metrics.csv")
+
+    from vaesae.records import RunRecorder
+
+    original = RunRecorder.on_train_epoch_end
+
+    def die_after_two(self, trainer, pl_module):
+        original(self, trainer, pl_module)
+        if trainer.current_epoch == 1:
+            raise _Kill("simulated kill")
+
+    interrupted = tmp_path / "interrupted"
+    monkeypatch.setattr(RunRecorder, "on_train_epoch_end", die_after_two)
+    with pytest.raises(_Kill):
+        train(make_cfg(), interrupted)
+    monkeypatch.setattr(RunRecorder, "on_train_epoch_end", original)
+    assert json.loads((interrupted / "summary.json").read_text())["status"] == "failed"
+    assert len(read_metrics_csv(interrupted / "metrics.csv")) == 2
+
+    train(make_cfg("resume=true"), interrupted)
+    resumed = read_metrics_csv(interrupted / "metrics.csv")
+    assert [r["epoch"] for r in resumed] == [r["epoch"] for r in full]
+    assert [r["sparsity/k"] for r in resumed] == [r["sparsity/k"] for r in full]
+    # Same weights, data order and eval set: the resumed run reproduces the uninterrupted one.
+    for a, b in zip(resumed, full, strict=True):
+        assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-4)
+        assert a["dead/never"] == pytest.approx(b["dead/never"], abs=1e-9)
+    assert json.loads((interrupted / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["schedule.k_end=600"], "k_end=600 must be <= the SAE width=500"),
+        (["schedule.k_start=40"], "k_start=40 must be >= k_end=50"),
+        (["threshold=freq1e-4"], "needs data.eval_size >= 10000, got 400"),
+        (["schedule.schedule_epochs=0"], "schedule_epochs=0 must be > 0"),
+        (["data.batch_size=0"], "data.batch_size=0 must be a positive number"),
+        (["model.site=middle"], "model.site='middle' is not valid; choose one of: hidden, latent"),
+        (["schedule.hold_epochs=-1"], "hold_epochs=-1 must be >= 0"),
+        (["data.epoch_size=10"], "data.epoch_size=10 must be null or >= data.batch_size=64"),
+    ],
+)
+def test_bad_settings_fail_before_training(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        train(make_cfg(*overrides), tmp_path)
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "vaesae.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_unknown_group_option_lists_the_valid_ones(tmp_path):
+    out = run_cli("method=topq", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "Available options in 'method'" in out.stderr and "l1" in out.stderr
+    out = run_cli(*FAST, "schedule.k_end=900", cwd=tmp_path)
+    assert out.returncode == 2 and "k_end=900 must be <= the SAE width=500" in out.stderr
+
+
+def test_multirun_sweep_one_dir_per_job_and_one_wandb_run_each(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "-m",
+        *FAST,
+        "logger=wandb",
+        "method=topk,l1",
+        "seed=0,1",
+        "schedule.schedule_epochs=1",
+        "schedule.hold_epochs=0",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
+    assert runs == [
+        "l1-dsprites-s0-never",
+        "l1-dsprites-s1-never",
+        "topk-dsprites-s0-never",
+        "topk-dsprites-s1-never",
+    ]
+    wandb_runs = [list((sweep / r / "wandb").glob("offline-run-*")) for r in runs]
+    assert all(len(w) == 1 for w in wandb_runs)
+    ids = {w[0].name.rsplit("-", 1)[-1] for w in wandb_runs}
+    assert len(ids) == 4  # no two jobs share a W&B run
+    for r in runs:
+        assert json.loads((sweep / r / "summary.json").read_text())["status"] == "completed"
