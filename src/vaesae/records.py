@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 from vaesae.atomic import atomic_path, write_json, write_text
-from vaesae.evaluation import EvaluationCallback
+from vaesae.evaluation import EvalResult, EvaluationCallback
 from vaesae.imageio import save_grid
 
 __all__ = ["RunRecorder", "LastCheckpoint", "read_metrics_csv", "SUMMARY_KEYS"]
@@ -122,6 +123,8 @@ class RunRecorder(pl.Callback):
         writer.writeheader()
         writer.writerows(self.rows)
         write_text(self.metrics_path, buf.getvalue())
+        if self.evaluation is not None and self.evaluation.last is not None:
+            self.write_neurons(trainer.current_epoch, self.evaluation.last, trainer)
         self.write_summary("running")
         log.info(
             "epoch %d  k %s  L0 %.1f  dead %.3f  MIG latent %.3f  sae %.3f",
@@ -131,6 +134,20 @@ class RunRecorder(pl.Callback):
                 for k in ("sparsity/k", "sparsity/l0", "dead/primary", "mig/latent", "mig/sae")
             ),
         )
+
+    def write_neurons(self, epoch: int, result: EvalResult, trainer: pl.Trainer) -> None:
+        """Per-neuron arrays of one epoch: neurons/epoch_XXX.npz with `frequency` [M],
+        `normalized_mi` [M, K] (0 for neurons dead under the primary rule), `dead_<rule>` [M]
+        and `factor_names` [K]."""
+        arrays = {
+            "frequency": result.frequency.cpu().numpy(),
+            "normalized_mi": result.normalized_mi.cpu().numpy(),
+            "factor_names": np.array(trainer.datamodule.dataset.factor_names),
+            **{f"dead_{rule}": mask.cpu().numpy() for rule, mask in result.dead.items()},
+        }
+        with atomic_path(self.run_dir / "neurons" / f"epoch_{epoch:03d}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
 
     def finish(self, status: str, **extra: Any) -> None:
         """Final summary (and, after training, the reconstructions of the last evaluation)."""
