@@ -125,7 +125,7 @@ def evaluate_codes(
     if primary not in dead:
         raise ValueError(f"primary dead-neuron rule {primary!r} is not available this epoch")
     scalars: dict[str, float] = {
-        f"dead/{name}": float(m.float().mean()) for name, m in dead.items()
+        f"dead/{name}": float(m.double().mean()) for name, m in dead.items()
     }
     scalars["dead/primary"] = scalars[f"dead/{primary}"]
     scalars["sparsity/dead_features"] = float(dead[primary].sum())
