@@ -128,7 +128,7 @@ def test_resume_continues_at_the_right_epoch(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["schedule.k_end=600"], "k_end=600 must be <= the SAE width=500"),
+        (["schedule.k_end=600", "schedule.k_start=600"], "k_end=600 must be <= the SAE width=500"),
         (["schedule.k_start=40"], "k_start=40 must be >= k_end=50"),
         (["threshold=freq1e-4"], "needs data.eval_size >= 10000, got 400"),
         (["schedule.schedule_epochs=0"], "schedule_epochs=0 must be > 0"),
@@ -160,8 +160,8 @@ def test_unknown_group_option_lists_the_valid_ones(tmp_path):
     out = run_cli("method=topq", cwd=tmp_path)
     assert out.returncode != 0
     assert "Available options in 'method'" in out.stderr and "l1" in out.stderr
-    out = run_cli(*FAST, "schedule.k_end=900", cwd=tmp_path)
-    assert out.returncode == 2 and "k_end=900 must be <= the SAE width=500" in out.stderr
+    out = run_cli(*FAST, "model.width=40", cwd=tmp_path)
+    assert out.returncode == 2 and "k_end=50 must be <= the SAE width=40" in out.stderr
 
 
 def test_multirun_sweep_one_dir_per_job_and_one_wandb_run_each(tmp_path):

@@ -192,7 +192,6 @@ def training_section(steps: int = 40, warmup: int = 5, batch_size: int = 256) ->
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        limit_val_batches=0,
         callbacks=[SparsityScheduleCallback(KSchedule("constant", 500, BENCH_K)), timer],
     )
     trainer.fit(_bench_module(), datamodule=dm)

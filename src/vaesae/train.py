@@ -154,8 +154,6 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
         enable_checkpointing=False,
         enable_progress_bar=cfg.trainer.progress_bar,
         enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
         default_root_dir=str(run_dir),
     )
     write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))

@@ -117,9 +117,6 @@ class GroundTruthDataModule(L.LightningDataModule):
 
         return FactorBatches(factors, self.batch_size, drop_last=True)
 
-    def val_dataloader(self) -> FactorBatches:
-        return FactorBatches(lambda: self.eval_factors, self.eval_batch_size, drop_last=False)
-
     def images(self, factors: torch.Tensor) -> torch.Tensor:
         """Images of `factors`, gathered on the device of `factors`."""
         ds = self.dataset
