@@ -31,6 +31,23 @@ DEMO_DIR ?= outputs/demo/$(DEMO_STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m vaesae.train -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
 	@echo "demo sweep written to $(DEMO_DIR): one run directory per job (metrics.csv, summary.json, checkpoints/, reconstructions.png)"
+	$(BIN)/python -m vaesae.report $(DEMO_DIR) --out $(DEMO_DIR)/report
+	@echo "report: $(DEMO_DIR)/report/report.md"
+
+# make report SWEEP=outputs/multirun/<date> [REPORT_DIR=...]  (default: $(SWEEP)/report)
+report: $(STAMP)
+	@test -n "$(SWEEP)" || { echo "usage: make report SWEEP=<sweep dir> [REPORT_DIR=<out dir>]"; exit 2; }
+	$(BIN)/python -m vaesae.report $(SWEEP) --out $(or $(REPORT_DIR),$(SWEEP)/report)
+
+# The paper protocol (12 runs x 150 full-size epochs; see README for the cost), then its report.
+# Extra Hydra overrides go in REPRO_ARGS, e.g.
+#   make reproduce REPRO_ARGS="trainer=gpu hydra/launcher=slurm_gpu hydra.launcher.partition=gpu"
+REPRO_DIR ?= outputs/paper/$(DEMO_STAMP)
+REPRO_ARGS ?=
+reproduce: $(STAMP)
+	$(BIN)/python -m vaesae.train -m experiment=paper hydra.sweep.dir=$(REPRO_DIR) $(REPRO_ARGS)
+	$(BIN)/python -m vaesae.report $(REPRO_DIR) --out $(REPRO_DIR)/report
+	@echo "report: $(REPRO_DIR)/report/report.md"
 
 bench: $(STAMP)
 	$(BIN)/python -m vaesae.bench --json outputs/bench.json

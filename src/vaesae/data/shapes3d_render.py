@@ -16,7 +16,7 @@ from vaesae.data.shapes3d_scene import compose
 
 __all__ = ["Shapes3DRenderer", "CHUNK"]
 
-CHUNK = 8192  # images composed at once: bounds the float32 temporaries to ~0.5 GB
+CHUNK = 256  # images composed at once: keeps the float32 temporaries (16 MB) in cache
 
 
 class Shapes3DRenderer:

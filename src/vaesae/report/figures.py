@@ -1,0 +1,201 @@
+"""Report figures, drawn with matplotlib's object API (Agg renders them; no pyplot state):
+curves over epochs and k with mean ± std bands over seeds, firing-frequency histograms and
+per-neuron alignment heatmaps. Each function returns a `Figure`; `write_figures` saves them as
+PNGs, atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from vaesae.atomic import atomic_path
+from vaesae.evaluation import HIST_NAMES
+from vaesae.report.loading import Condition, Run
+
+__all__ = [
+    "dead_vs_k",
+    "dead_vs_epoch",
+    "mig_vs_epoch",
+    "firing_histograms",
+    "alignment_heatmaps",
+    "write_figures",
+]
+
+HIST_LABELS = ("never", "≤1e-4", "1e-4–1e-3", "1e-3–1e-2", "1e-2–1e-1", ">1e-1")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    return path
+
+
+def _stack(runs: list[Run], column: str, last_epoch: int | None = None) -> np.ndarray:
+    """[seeds, epochs] of a column, truncated to the shortest run (or to `last_epoch`)."""
+    series = [r.series(column) for r in runs]
+    length = min(len(s) for s in series)
+    if last_epoch is not None:
+        length = min(length, last_epoch + 1)
+    return np.stack([s[:length] for s in series])
+
+
+def _band(ax: Axes, x: np.ndarray, ys: np.ndarray, label: str, **style) -> None:
+    """Mean line with a ±1 std band over seeds (no band for a single seed)."""
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(ys, axis=0)
+        line = ax.plot(x, mean, label=f"{label} (n={len(ys)})", **style)[0]
+        if len(ys) > 1:
+            std = np.nanstd(ys, axis=0, ddof=1)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+
+
+def _by_dataset(groups: dict[Condition, list[Run]]) -> dict[str, dict[Condition, list[Run]]]:
+    out: dict[str, dict[Condition, list[Run]]] = {}
+    for cond, runs in groups.items():
+        out.setdefault(cond.dataset, {})[cond] = runs
+    return out
+
+
+def _panels(n: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(width * n, height), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False)
+    return fig, list(axes[0])
+
+
+def _series_label(cond: Condition) -> str:
+    return cond.method + (f" [{cond.variant}]" if cond.variant else "")
+
+
+def dead_vs_k(groups: dict[Condition, list[Run]]) -> Figure:
+    """Dead rate (primary rule) against k over the schedule (epoch 0 .. reference epoch), with
+    the rate after the hold epochs as a marker at k_end."""
+    datasets = _by_dataset(groups)
+    fig, axes = _panels(len(datasets))
+    for ax, (dataset, conds) in zip(axes, datasets.items(), strict=True):
+        for cond, runs in conds.items():
+            ref = min(r.reference_epoch for r in runs)
+            k = np.nanmean(_stack(runs, "sparsity/k", ref), axis=0)
+            _band(ax, k, 100 * _stack(runs, "dead/primary", ref), _series_label(cond))
+            final = 100 * np.array([r.series("dead/primary")[-1] for r in runs])
+            ax.errorbar(
+                k[-1],
+                final.mean(),
+                yerr=final.std() if len(final) > 1 else None,
+                fmt="s",
+                color=ax.lines[-1].get_color(),
+                markersize=5,
+            )
+        ax.invert_xaxis()
+        ax.set(
+            title=f"{dataset}: dead rate vs k (■ after hold)",
+            xlabel="k (active units)",
+            ylabel="dead neurons (%)",
+        )
+        ax.legend(fontsize=8)
+    return fig
+
+
+def dead_vs_epoch(groups: dict[Condition, list[Run]]) -> Figure:
+    """Dead rate (primary rule) per epoch; the dotted line marks the end of the schedule."""
+    datasets = _by_dataset(groups)
+    fig, axes = _panels(len(datasets))
+    for ax, (dataset, conds) in zip(axes, datasets.items(), strict=True):
+        for cond, runs in conds.items():
+            ys = 100 * _stack(runs, "dead/primary")
+            _band(ax, np.arange(ys.shape[1]), ys, _series_label(cond))
+        ref = min(r.reference_epoch for runs in conds.values() for r in runs)
+        ax.axvline(ref, color="grey", linestyle=":", linewidth=1)
+        ax.set(title=f"{dataset}: dead rate per epoch", xlabel="epoch", ylabel="dead neurons (%)")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def mig_vs_epoch(groups: dict[Condition, list[Run]]) -> Figure:
+    """MIG of the latent means (solid) and of the SAE codes (dashed) per epoch."""
+    datasets = _by_dataset(groups)
+    fig, axes = _panels(len(datasets))
+    for ax, (dataset, conds) in zip(axes, datasets.items(), strict=True):
+        for i, (cond, runs) in enumerate(conds.items()):
+            color = f"C{i}"
+            for column, style in (("mig/latent", "-"), ("mig/sae", "--")):
+                ys = _stack(runs, column)
+                label = f"{_series_label(cond)} {column.split('/')[1]}"
+                _band(ax, np.arange(ys.shape[1]), ys, label, color=color, linestyle=style)
+        ref = min(r.reference_epoch for runs in conds.values() for r in runs)
+        ax.axvline(ref, color="grey", linestyle=":", linewidth=1)
+        ax.set(title=f"{dataset}: MIG per epoch", xlabel="epoch", ylabel="MIG")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def firing_histograms(groups: dict[Condition, list[Run]]) -> Figure:
+    """Neurons per firing-frequency decade at epoch 0 (k_start) and at the reference epoch
+    (k_end), mean over seeds with ±1 std error bars."""
+    fig, axes = _panels(len(groups), width=4.2)
+    x = np.arange(len(HIST_NAMES))
+    for ax, (cond, runs) in zip(axes, groups.items(), strict=True):
+        for shift, (label, pick) in zip(
+            (-0.2, 0.2),
+            (("epoch 0", lambda r: 0), ("k_end", lambda r: r.reference_epoch)),
+            strict=True,
+        ):
+            counts = np.array([[r.value(h, pick(r)) for h in HIST_NAMES] for r in runs])
+            err = counts.std(axis=0, ddof=1) if len(runs) > 1 else None
+            ax.bar(x + shift, counts.mean(axis=0), width=0.4, yerr=err, label=label)
+        ax.set_xticks(x, HIST_LABELS, rotation=45, ha="right", fontsize=8)
+        ax.set(title=f"{cond.label} (n={len(runs)})", ylabel="neurons", xlabel="firing frequency")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _heatmap_rows(run: Run) -> tuple[np.ndarray, list[str]]:
+    """Normalised MI of the neurons alive at the reference epoch (primary rule), sorted by their
+    assigned factor and then by alignment, and the factor names."""
+    arrays = run.neurons(run.reference_epoch)
+    nmi = arrays["normalized_mi"]
+    dead = arrays.get(f"dead_{run.summary.get('threshold')}")
+    alive = nmi[~dead] if dead is not None else nmi[nmi.max(axis=1) > 0]
+    order = np.lexsort((-alive.max(axis=1), alive.argmax(axis=1))) if len(alive) else []
+    return alive[order], [str(n) for n in arrays["factor_names"]]
+
+
+def alignment_heatmaps(groups: dict[Condition, list[Run]]) -> Figure:
+    """Per-neuron normalised MI (alive neurons × factors) at k_end, for the lowest-seed run of
+    each condition."""
+    fig, axes = _panels(len(groups), width=3.2, height=4.5)
+    image = None
+    for ax, (cond, runs) in zip(axes, groups.items(), strict=True):
+        run = runs[0]
+        if not (run.path / "neurons" / f"epoch_{run.reference_epoch:03d}.npz").exists():
+            ax.set_title(f"{cond.label}: no per-neuron arrays")
+            continue
+        nmi, names = _heatmap_rows(run)
+        if len(nmi):
+            image = ax.imshow(
+                nmi, aspect="auto", interpolation="nearest", vmin=0, vmax=1, cmap="viridis"
+            )
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(
+            title=f"{cond.label}\nseed {run.seed}, epoch {run.reference_epoch}",
+            ylabel=f"alive neurons ({len(nmi)})",
+        )
+    if image is not None:
+        fig.colorbar(image, ax=axes, label="MI / H(factor)", shrink=0.8)
+    return fig
+
+
+def write_figures(groups: dict[Condition, list[Run]], out_dir: Path) -> dict[str, Path]:
+    """Every figure of the report into `out_dir`, by name."""
+    makers = {
+        "dead_vs_k": dead_vs_k,
+        "dead_vs_epoch": dead_vs_epoch,
+        "mig_vs_epoch": mig_vs_epoch,
+        "firing_histograms": firing_histograms,
+        "alignment_heatmaps": alignment_heatmaps,
+    }
+    return {name: _save(make(groups), out_dir / f"{name}.png") for name, make in makers.items()}

@@ -1,0 +1,310 @@
+"""Markdown tables of the report and the per-run summary.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from vaesae.evaluation import HIST_NAMES
+from vaesae.report.loading import Condition, Run, epoch_of, values
+from vaesae.report.paper import PAPER_DEAD_PCT, PAPER_RATIO
+from vaesae.report.stats import (
+    Interval,
+    bootstrap_mean_ci,
+    bootstrap_ratio_ci,
+    mean_std,
+    paired_test,
+)
+
+__all__ = [
+    "markdown_table",
+    "fmt_mean_std",
+    "main_table",
+    "rule_table",
+    "ratio_table",
+    "recovery_table",
+    "mig_table",
+    "semantics_table",
+    "uncovered_factors",
+    "summary_csv",
+]
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt_mean_std(x: np.ndarray, scale: float = 1.0, digits: int = 1) -> str:
+    """'mean ± std' of the finite values (only the mean for one value, 'n/a' for none)."""
+    mean, std, n = mean_std(np.asarray(x) * scale)
+    if n == 0:
+        return "n/a"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+
+
+def _ci(estimate: float, low: float, high: float, digits: int) -> str:
+    """A signed difference with its CI."""
+    if math.isnan(estimate):
+        return "n/a"
+    if math.isnan(low):
+        return f"{estimate:+.{digits}f}"
+    return f"{estimate:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def _ratio(ci: Interval) -> str:
+    if math.isnan(ci.estimate):
+        return "n/a"
+    return f"{ci.estimate:.2f}×" + (f" [{ci.low:.2f}, {ci.high:.2f}]" if ci.defined else "")
+
+
+def _pct(runs: list[Run], column: str, epoch: int | str) -> str:
+    return fmt_mean_std(values(runs, column, epoch), 100)
+
+
+def main_table(groups: dict[Condition, list[Run]]) -> str:
+    """The paper's table: dead rate (primary rule, %) at k_end and after the hold epochs, MIG at
+    the start (epoch 0) and at k_end, the paper's dead rate beside."""
+    rows = []
+    for cond, runs in groups.items():
+        paper = PAPER_DEAD_PCT.get((cond.dataset, cond.method))
+        rows.append(
+            [
+                cond.label,
+                len(runs),
+                _pct(runs, "dead/primary", "reference"),
+                f"{paper[0]} ± {paper[1]}" if paper else "–",
+                _pct(runs, "dead/primary", "final"),
+                fmt_mean_std(values(runs, "mig/latent", "start"), digits=3),
+                fmt_mean_std(values(runs, "mig/latent", "reference"), digits=3),
+                fmt_mean_std(values(runs, "mig/sae", "reference"), digits=3),
+            ]
+        )
+    headers = [
+        "condition",
+        "n",
+        "dead % at k_end",
+        "paper dead %",
+        "dead % final",
+        "MIG latent, epoch 0",
+        "MIG latent, k_end",
+        "MIG SAE, k_end",
+    ]
+    return markdown_table(headers, rows)
+
+
+def rule_table(groups: dict[Condition, list[Run]], rules: list[str]) -> str:
+    """Dead rate (%) at epoch 0 → k_end → final under every rule."""
+    rows = [
+        [cond.label, len(runs)]
+        + [
+            " → ".join(_pct(runs, f"dead/{rule}", e) for e in ("start", "reference", "final"))
+            for rule in rules
+        ]
+        for cond, runs in groups.items()
+    ]
+    return markdown_table(["condition", "n", *rules], rows)
+
+
+def ratio_table(groups: dict[Condition, list[Run]]) -> str:
+    """Shapes3D / dSprites ratio of mean dead rates (primary rule, k_end) with a bootstrap CI."""
+    rows = []
+    for cond, shapes in groups.items():
+        other = cond._replace(dataset="dsprites")
+        if cond.dataset != "shapes3d" or other not in groups:
+            continue
+        dsprites = groups[other]
+        a = values(shapes, "dead/primary", "reference")
+        b = values(dsprites, "dead/primary", "reference")
+        ratio = bootstrap_ratio_ci(a, b)
+        paper = PAPER_RATIO.get(cond.method)
+        rows.append(
+            [
+                cond.method + (f" [{cond.variant}]" if cond.variant else ""),
+                f"{len(b)} / {len(a)}",
+                fmt_mean_std(b, 100),
+                fmt_mean_std(a, 100),
+                _ratio(ratio),
+                f"{paper}×" if paper else "–",
+            ]
+        )
+    headers = [
+        "method",
+        "n (dSprites / Shapes3D)",
+        "dSprites dead %",
+        "Shapes3D dead %",
+        "ratio [95 % CI]",
+        "paper",
+    ]
+    return markdown_table(headers, rows) if rows else "_Needs both datasets for a method._"
+
+
+def recovery_table(groups: dict[Condition, list[Run]]) -> str:
+    """Dead rate at k_end vs after the hold epochs (paired per seed), revived / newly dead."""
+    rows = []
+    for cond, runs in groups.items():
+        ref = values(runs, "dead/primary", "reference")
+        final = values(runs, "dead/primary", "final")
+        drop = bootstrap_mean_ci(ref - final)
+        test = paired_test(ref, final)
+        rows.append(
+            [
+                cond.label,
+                len(runs),
+                min(r.final_epoch - r.reference_epoch for r in runs),
+                fmt_mean_std(ref, 100),
+                fmt_mean_std(final, 100),
+                _ci(100 * drop.estimate, 100 * drop.low, 100 * drop.high, 1),
+                "n/a" if math.isnan(test.p_value) else f"{test.statistic:.2f} / {test.p_value:.3g}",
+                fmt_mean_std(values(runs, "neurons/revived", "final")),
+                fmt_mean_std(values(runs, "neurons/newly_dead", "final")),
+            ]
+        )
+    headers = [
+        "condition",
+        "n",
+        "hold epochs",
+        "dead % k_end",
+        "dead % final",
+        "drop pp [95 % CI]",
+        "paired t / p",
+        "revived",
+        "newly dead",
+    ]
+    return markdown_table(headers, rows)
+
+
+def mig_table(groups: dict[Condition, list[Run]]) -> str:
+    """MIG of the latent means and of the SAE codes: epoch 0, k_end, final, change with a CI."""
+    rows = []
+    for cond, runs in groups.items():
+        row: list[object] = [cond.label, len(runs)]
+        for code in ("latent", "sae"):
+            column = f"mig/{code}"
+            start, ref = values(runs, column, "start"), values(runs, column, "reference")
+            change = bootstrap_mean_ci(ref - start)
+            row += [
+                fmt_mean_std(start, digits=3),
+                fmt_mean_std(ref, digits=3),
+                fmt_mean_std(values(runs, column, "final"), digits=3),
+                _ci(change.estimate, change.low, change.high, 3),
+            ]
+        rows.append(row)
+    headers = ["condition", "n"] + [
+        f"{code} {what}"
+        for code in ("latent", "SAE")
+        for what in ("epoch 0", "k_end", "final", "Δ [95 % CI]")
+    ]
+    return markdown_table(headers, rows)
+
+
+def uncovered_factors(run: Run, epoch: int, align_threshold: float) -> list[str]:
+    """Factors that no neuron is aligned with at `epoch`: no neuron has its largest normalised MI
+    with the factor and an alignment (that largest value) >= `align_threshold`."""
+    arrays = run.neurons(epoch)
+    nmi = arrays["normalized_mi"]
+    names = [str(n) for n in arrays["factor_names"]]
+    aligned = nmi.max(axis=1) >= align_threshold
+    covered = set(nmi.argmax(axis=1)[aligned].tolist()) if nmi.size else set()
+    return [name for k, name in enumerate(names) if k not in covered]
+
+
+def _align_threshold(run: Run) -> float:
+    return float(run.config.get("metrics", {}).get("align_threshold", 0.1))
+
+
+def semantics_table(groups: dict[Condition, list[Run]]) -> str:
+    """Alive neurons' factor semantics at k_end (epoch 0 → k_end for the alignment), and the
+    factors left without an aligned neuron (in how many seeds)."""
+    rows = []
+    for cond, runs in groups.items():
+        missing: dict[str, int] = {}
+        for run in runs:
+            path = run.path / "neurons" / f"epoch_{run.reference_epoch:03d}.npz"
+            if path.exists():
+                for name in uncovered_factors(run, run.reference_epoch, _align_threshold(run)):
+                    missing[name] = missing.get(name, 0) + 1
+        rows.append(
+            [
+                cond.label,
+                len(runs),
+                _f(runs, "semantics/num_alive", "reference", 0),
+                " → ".join(
+                    _f(runs, "semantics/mean_alignment", e, 3) for e in ("start", "reference")
+                ),
+                _f(runs, "semantics/frac_aligned", "reference", 2),
+                _f(runs, "semantics/frac_selective", "reference", 2),
+                _f(runs, "semantics/factors_covered", "reference", 1),
+                ", ".join(f"{k} ({v}/{len(runs)})" for k, v in sorted(missing.items())) or "none",
+            ]
+        )
+    headers = [
+        "condition",
+        "n",
+        "alive neurons",
+        "mean alignment, epoch 0 → k_end",
+        "frac. aligned",
+        "frac. selective",
+        "factors covered",
+        "factors without an aligned neuron (seeds)",
+    ]
+    return markdown_table(headers, rows)
+
+
+def _f(runs: list[Run], column: str, epoch: int | str, digits: int) -> str:
+    return fmt_mean_std(values(runs, column, epoch), digits=digits)
+
+
+def summary_csv(runs: list[Run]) -> str:
+    """One row per run found (excluded ones too, with the reason): identity, status, and the key
+    figures at epoch 0, k_end ('ref') and the last epoch ('final')."""
+    dead = {c for r in runs if r.problem is None for c in r.columns if c.startswith("dead/")}
+    figures = [*sorted(dead), "mig/latent", "mig/sae"]
+    figures += [
+        "neurons/revived",
+        "neurons/newly_dead",
+        "semantics/mean_alignment",
+        "semantics/num_alive",
+        *HIST_NAMES,
+    ]
+    header = [
+        "run",
+        "dataset",
+        "method",
+        "seed",
+        "variant",
+        "status",
+        "included",
+        "reason",
+        "reference_epoch",
+        "final_epoch",
+        "path",
+    ]
+    header += [f"{f}@{e}" for f in figures for e in ("start", "ref", "final")]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    for run in runs:
+        row: list[object] = [
+            run.name,
+            run.dataset,
+            run.method,
+            run.seed,
+            run.variant,
+            run.status,
+            run.problem is None,
+            run.problem or "",
+        ]
+        if run.problem is None:
+            row += [run.reference_epoch, run.final_epoch, str(run.path)]
+            for f in figures:
+                row += [run.value(f, epoch_of(run, e)) for e in ("start", "reference", "final")]
+        else:
+            row += ["", "", str(run.path)] + [""] * (3 * len(figures))
+        writer.writerow(row)
+    return buf.getvalue()

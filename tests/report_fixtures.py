@@ -1,0 +1,147 @@
+"""Sweeps for the report tests: synthetic run directories with chosen numbers, written the way
+training writes them, and real 2-job smoke sweeps through the joblib and submitit_local launchers
+(run once per test session, shared by the report and notebook tests)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaesae.evaluation import HIST_NAMES
+
+FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
+WIDTH = 20
+TOTAL_EPOCHS = 4
+REFERENCE_EPOCH = 2
+
+
+def write_run(
+    sweep: Path,
+    dataset: str,
+    method: str,
+    seed: int,
+    dead_ref: float,
+    dead_final: float | None = None,
+    mig_start: float = 0.20,
+    mig_ref: float = 0.21,
+    align_start: float = 0.30,
+    align_ref: float = 0.20,
+    status: str = "completed",
+    epochs: int = TOTAL_EPOCHS,
+) -> Path:
+    """A run whose dead rate (every rule) climbs 0 -> dead_ref at REFERENCE_EPOCH, then ends at
+    dead_final; MIG and alignment go start -> ref and stay. Per-neuron arrays at every epoch."""
+    dead_final = dead_ref if dead_final is None else dead_final
+    run = sweep / f"{method}-{dataset}-s{seed}-never"
+    run.mkdir(parents=True)
+    dead = np.interp(
+        range(TOTAL_EPOCHS), [0, REFERENCE_EPOCH, TOTAL_EPOCHS - 1], [0, dead_ref, dead_final]
+    )
+    rows = []
+    for epoch in range(epochs):
+        after = epoch >= REFERENCE_EPOCH
+        row = {
+            "epoch": epoch,
+            "sparsity/k": 500 - 450 * min(epoch, REFERENCE_EPOCH) / REFERENCE_EPOCH,
+            "dead/never": dead[epoch],
+            "dead/magnitude": dead[epoch],
+            "dead/window": dead[epoch],
+            "dead/primary": dead[epoch],
+            "mig/latent": mig_ref if after else mig_start,
+            "mig/sae": 0.05,
+            "neurons/revived": float(round(WIDTH * max(dead_ref - dead[epoch], 0)))
+            if after
+            else "",
+            "neurons/newly_dead": 0.0 if after else "",
+            "semantics/mean_alignment": align_ref if after else align_start,
+            "semantics/num_alive": WIDTH * (1 - dead[epoch]),
+            "semantics/frac_aligned": 0.5,
+            "semantics/frac_selective": 0.25,
+            "semantics/factors_covered": 4.0,
+        }
+        row.update({name: float(i) for i, name in enumerate(HIST_NAMES)})
+        rows.append(row)
+        nmi = np.zeros((WIDTH, len(FACTORS)))
+        nmi[:, 0] = 0.5  # every alive neuron aligned with `shape`: the other factors uncovered
+        dead_mask = np.arange(WIDTH) < round(WIDTH * dead[epoch])
+        nmi[dead_mask] = 0
+        (run / "neurons").mkdir(exist_ok=True)
+        np.savez(
+            run / "neurons" / f"epoch_{epoch:03d}.npz",
+            frequency=np.where(dead_mask, 0.0, 0.1),
+            normalized_mi=nmi,
+            dead_never=dead_mask,
+            factor_names=np.array(FACTORS),
+        )
+    with open(run / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = {
+        "run_name": run.name,
+        "method": method,
+        "dataset": dataset,
+        "seed": seed,
+        "threshold": "never",
+        "schedule": "linear",
+        "k_start": 500,
+        "k_end": 50,
+        "reference_epoch": REFERENCE_EPOCH,
+        "total_epochs": TOTAL_EPOCHS,
+        "status": status,
+        "epochs_completed": epochs,
+    }
+    if status == "failed":
+        summary["error"] = "RuntimeError: boom"
+    (run / "summary.json").write_text(json.dumps(summary))
+    config = {
+        "seed": seed,
+        "method": {"name": method},
+        "dataset": {"name": dataset},
+        "model": {"width": WIDTH},
+    }
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+# A smoke sweep small enough for the test suite: 2 epochs (k 500 -> 50, then 1 hold epoch).
+TINY = [
+    "experiment=smoke",
+    "dataset=dsprites",
+    "method=topk,l1",
+    "trainer.threads=1",
+    "schedule.schedule_epochs=1",
+    "schedule.hold_epochs=1",
+    "data.epoch_size=128",
+    "data.eval_size=300",
+    "data.eval_batch_size=300",
+]
+LAUNCHERS = {
+    "joblib": ["seed=0", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "submitit_local": ["seed=1", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
+}
+_SWEEPS: dict[Path, dict[str, Path]] = {}
+
+
+def smoke_sweeps(factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{launcher: sweep dir} of two 2-job sweeps (Top-k and L1 on dSprites; seed 0 through
+    joblib, seed 1 through submitit_local), made once per session."""
+    base = factory.getbasetemp()
+    if base not in _SWEEPS:
+        sweeps = {}
+        for name, args in LAUNCHERS.items():
+            sweep = base / "smoke_sweeps" / name
+            cmd = [sys.executable, "-m", "vaesae.train", "-m", *TINY, *args]
+            done = subprocess.run(
+                [*cmd, f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+            sweeps[name] = sweep
+        _SWEEPS[base] = sweeps
+    return _SWEEPS[base]

@@ -1,0 +1,79 @@
+"""The report on real smoke sweeps run through the joblib and submitit_local launchers, and the
+project's launcher configs."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from report_fixtures import smoke_sweeps
+
+from vaesae.report import load_sweep
+from vaesae.report.__main__ import main
+from vaesae.train import CONF_DIR
+
+SECTIONS = (
+    "## Runs",
+    "## Protocol",
+    "## Verdicts",
+    "## 1. Dead neurons at k_end",
+    "## 2. Every dead-neuron rule",
+    "## 3. Shapes3D / dSprites",
+    "## 4. Extended training",
+    "## 5. MIG",
+    "## 6. Per-neuron semantics",
+    "## Figures",
+    "## Methods",
+)
+FIGURES = ("dead_vs_k", "dead_vs_epoch", "mig_vs_epoch", "firing_histograms", "alignment_heatmaps")
+
+
+def test_report_reads_joblib_and_submitit_local_sweeps(tmp_path_factory, tmp_path):
+    sweeps = smoke_sweeps(tmp_path_factory)
+    for launcher, seed in (("joblib", 0), ("submitit_local", 1)):
+        sweep = load_sweep(sweeps[launcher])
+        assert sorted(r.name for r in sweep.included) == [
+            f"l1-dsprites-s{seed}-never",
+            f"topk-dsprites-s{seed}-never",
+        ], [(r.name, r.problem) for r in sweep.runs]
+        assert not sweep.excluded
+        assert all(r.final_epoch == 1 and r.reference_epoch == 0 for r in sweep.included)
+
+    # Both sweeps together: 2 seeds per condition, so the tests run on real numbers.
+    out = tmp_path / "report"
+    text = main([str(sweeps["joblib"]), str(sweeps["submitit_local"]), "--out", str(out)])
+    text = text.read_text()
+    positions = [text.index(s) for s in SECTIONS]
+    assert positions == sorted(positions)
+    assert "| dsprites / topk | 2 | 0, 1 |" in text and "| dsprites / l1 | 2 | 0, 1 |" in text
+    assert "| L1 collapses at least as much as Top-k (Welch t-test) | dsprites |" in text
+    assert "Differs from the paper's protocol" in text
+    assert "Fewer than 2 seeds" not in text
+    for name in FIGURES:
+        png = (out / "figures" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("run,dataset,method,seed")
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "submitit_slurm", "slurm_gpu"])
+def test_launcher_configs_compose(launcher):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["experiment=paper", f"hydra/launcher={launcher}"],
+            return_hydra_config=True,
+        )
+    target = cfg.hydra.launcher._target_
+    assert (
+        target.split(".")[-1]
+        == {
+            "joblib": "JoblibLauncher",
+            "submitit_local": "LocalLauncher",
+            "submitit_slurm": "SlurmLauncher",
+            "slurm_gpu": "SlurmLauncher",
+        }[launcher]
+    )
+    if launcher == "slurm_gpu":
+        launcher_cfg = cfg.hydra.launcher
+        assert (launcher_cfg.gpus_per_node, launcher_cfg.array_parallelism) == (1, 12)
+        assert launcher_cfg.timeout_min >= 600 and "partition" in launcher_cfg
