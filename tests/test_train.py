@@ -191,3 +191,14 @@ def test_multirun_sweep_one_dir_per_job_and_one_wandb_run_each(tmp_path):
     assert len(ids) == 4  # no two jobs share a W&B run
     for r in runs:
         assert json.loads((sweep / r / "summary.json").read_text())["status"] == "completed"
+
+
+def test_resume_skips_a_completed_run_and_starts_a_missing_one(tmp_path):
+    done = tmp_path / "done"
+    train(make_cfg("schedule.schedule_epochs=1", "schedule.hold_epochs=0"), done)
+    before = (done / "metrics.csv").read_text()
+    out = train(make_cfg("schedule.schedule_epochs=1", "schedule.hold_epochs=0", "resume=true"), done)
+    assert out["status"] == "completed" and (done / "metrics.csv").read_text() == before
+    fresh = tmp_path / "fresh"
+    train(make_cfg("schedule.schedule_epochs=1", "schedule.hold_epochs=0", "resume=true"), fresh)
+    assert len(read_metrics_csv(fresh / "metrics.csv")) == 1

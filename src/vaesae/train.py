@@ -7,6 +7,7 @@ the others (its summary.json says `failed` and why).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
@@ -105,8 +106,18 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
         torch.set_num_threads(int(cfg.trainer.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if cfg.resume and not ckpt.exists():
-        raise ConfigError(f"resume=true but {ckpt} does not exist; run without resume first")
+    resume_from = None
+    if cfg.resume:
+        # Re-running a sweep with resume=true skips finished jobs, continues interrupted ones from
+        # their last epoch and starts the jobs that never wrote a checkpoint.
+        summary = run_dir / "summary.json"
+        if summary.exists() and json.loads(summary.read_text()).get("status") == "completed":
+            log.info("%s already completed: nothing to resume", run_dir)
+            return {"status": "completed", "run_dir": str(run_dir)}
+        if ckpt.exists():
+            resume_from = str(ckpt)
+        else:
+            log.warning("resume=true but %s does not exist: starting from scratch", ckpt)
     dm = GroundTruthDataModule(
         cfg.dataset.name,
         source=cfg.data.source,
@@ -158,7 +169,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
     )
     write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     except BaseException as err:
         recorder.finish("failed", error=f"{type(err).__name__}: {err}")
         raise
