@@ -1,0 +1,190 @@
+"""Fidelity of the procedural renderers, measured against real frames in ``reference/``.
+
+Shapes3D: real frames come from ``3dshapes.gif`` (53 upscaled frames with a thin grey frame) and two
+5 x 5 sample grids (``3dshapes_random_samples.png``, ``3dshapes_floor_hue0_samples.png``), each
+brought back to 64 x 64 with an area (box) filter. Every real frame is matched to its nearest
+procedural image over the whole factor grid, and the error of that match is the fidelity figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageSequence
+
+from vaesae.data.shapes3d_scene import compose
+
+SHAPES3D_GIF = "3dshapes.gif"
+SHAPES3D_GRIDS = ("3dshapes_random_samples.png", "3dshapes_floor_hue0_samples.png")
+N_HUES = 10
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) index ranges of the True runs of a 1-D boolean array."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+
+
+def _gif_content_box(frame: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) inside the frame's border of grey/white lines.
+
+    A border line is one whose pixels are nearly all one neutral grey (its ends may belong to the
+    crossing border lines); no line of a Shapes3D image is neutral grey.
+    """
+
+    def is_border(line: np.ndarray) -> bool:
+        values, counts = np.unique(line, axis=0, return_counts=True)
+        top = values[np.argmax(counts)]
+        return bool(counts.max() >= 0.9 * len(line) and top[0] == top[1] == top[2])
+
+    top, bottom, left, right = 0, frame.shape[0], 0, frame.shape[1]
+    while top < bottom and is_border(frame[top]):
+        top += 1
+    while bottom > top and is_border(frame[bottom - 1]):
+        bottom -= 1
+    while left < right and is_border(frame[:, left]):
+        left += 1
+    while right > left and is_border(frame[:, right - 1]):
+        right -= 1
+    return left, top, right, bottom
+
+
+def _grid_cells(image: Image.Image) -> list[tuple[int, int, int, int]]:
+    """Boxes of the sample images in a grid on a white page, row-major."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.int32)
+    ink = rgb.sum(axis=-1) < 3 * 250
+    rows = _runs(ink.any(axis=1))
+    cols = _runs(ink.any(axis=0))
+    return [(c0, r0, c1, r1) for r0, r1 in rows for c0, c1 in cols]
+
+
+def load_shapes3d_reference(path_dir: str | Path) -> np.ndarray:
+    """Real Shapes3D frames, uint8 [N, 64, 64, 3]: the GIF's frames, then both grids row-major.
+
+    Each frame is cropped to its image (the GIF's grey frame and the grids' white margins
+    removed) and area-downsampled to 64 x 64.
+    """
+    path_dir = Path(path_dir)
+    frames = []
+    with Image.open(path_dir / SHAPES3D_GIF) as gif:
+        for frame in ImageSequence.Iterator(gif):
+            rgb = frame.convert("RGB")
+            box = _gif_content_box(np.asarray(rgb))
+            frames.append(np.asarray(rgb.crop(box).resize((64, 64), Image.Resampling.BOX)))
+    for name in SHAPES3D_GRIDS:
+        with Image.open(path_dir / name) as grid:
+            rgb = grid.convert("RGB")
+            for box in _grid_cells(rgb):
+                frames.append(np.asarray(rgb.crop(box).resize((64, 64), Image.Resampling.BOX)))
+    return np.stack(frames).astype(np.uint8)
+
+
+def _hue_index(pixels: np.ndarray) -> int:
+    """Nearest of the 10 factor hues to the circular mean hue of RGB pixels [..., 3] in [0, 1]."""
+    rgb = pixels.reshape(-1, 3)
+    hi, lo = rgb.max(axis=1), rgb.min(axis=1)
+    span = np.maximum(hi - lo, 1e-6)
+    r, g, b = rgb.T
+    sector = np.where(
+        hi == r, ((g - b) / span) % 6, np.where(hi == g, (b - r) / span + 2, (r - g) / span + 4)
+    )
+    angle = np.angle(np.exp(1j * np.pi * sector / 3).mean())
+    return int(np.round(angle / (2 * np.pi) * N_HUES)) % N_HUES
+
+
+def _guess_hues(frame: np.ndarray) -> list[int]:
+    """Floor, wall and object hue indices read off regions each surface covers in every frame.
+
+    Bottom-left corner: floor; the wall band at the left and right edges: wall; the image centre
+    just above the object's base: object.
+    """
+    walls = np.concatenate([frame[22:30, :3], frame[22:30, -3:]], axis=1)
+    return [_hue_index(frame[58:, :6]), _hue_index(walls), _hue_index(frame[44:48, 30:34])]
+
+
+class Shapes3DMatch(NamedTuple):
+    """Nearest procedural image of each real frame and its error.
+
+    factors: int64 [N, 6] factor indices (floor hue, wall hue, object hue, scale, shape,
+    orientation); images: uint8 [N, 64, 64, 3]; mae: [N] mean absolute error on the 0..255 scale;
+    psnr: [N] in dB, peak 255.
+    """
+
+    factors: torch.Tensor
+    images: np.ndarray
+    mae: np.ndarray
+    psnr: np.ndarray
+
+
+def match_shapes3d(frames: np.ndarray, templates: np.ndarray, top_k: int = 4) -> Shapes3DMatch:
+    """For each real frame, the procedural image of least squared error, and its fidelity.
+
+    frames: uint8 [N, 64, 64, 3]; templates: float [n_scale, 4, n_orientation, 4, 64, 64] from
+    :func:`~vaesae.data.shapes3d_scene.build_templates`. Search: the three hues are first read off
+    fixed image regions; all geometries are scored with those hues; for the ``top_k`` best, each
+    surface's hue is then re-chosen among all 10 in turn (two passes), and the best combination
+    wins. MAE and PSNR compare the frame with the uint8 procedural image.
+    """
+    n_scale, n_shape, n_ori = templates.shape[:3]
+    bank = torch.as_tensor(templates, dtype=torch.float32).reshape(-1, *templates.shape[3:])
+    every_hue = torch.arange(N_HUES)
+    factors, images = [], []
+    for frame in frames:
+        real = torch.as_tensor(frame, dtype=torch.float32).permute(2, 0, 1) / 255.0
+        guess = torch.tensor(_guess_hues(frame / 255.0))
+        err = (compose(bank, (guess / N_HUES).expand(len(bank), 3)) - real).square().mean((1, 2, 3))
+        candidates = torch.topk(err, min(top_k, len(bank)), largest=False).indices
+        k = len(candidates)
+        hues = guess.repeat(k, 1)
+        # Coordinate descent over the surfaces' hues, all candidate geometries at once.
+        for _ in range(2):
+            for s in range(3):
+                trial = hues.repeat_interleave(N_HUES, dim=0)
+                trial[:, s] = every_hue.repeat(k)
+                geometry = bank[candidates.repeat_interleave(N_HUES)]
+                err = (compose(geometry, trial / N_HUES) - real).square().mean((1, 2, 3))
+                hues[:, s] = err.view(k, N_HUES).argmin(dim=1)
+        final = compose(bank[candidates], hues / N_HUES)
+        best = int((final - real).square().mean((1, 2, 3)).argmin())
+        images.append((final[best].permute(1, 2, 0) * 255.0).round().to(torch.uint8).numpy())
+        geometry = np.unravel_index(int(candidates[best]), (n_scale, n_shape, n_ori))
+        factors.append(hues[best].tolist() + [int(i) for i in geometry])
+    images_np = np.stack(images)
+    diff = images_np.astype(np.float64) - frames.astype(np.float64)
+    mae = np.abs(diff).mean(axis=(1, 2, 3))
+    mse = np.maximum(np.square(diff).mean(axis=(1, 2, 3)), 1e-12)
+    psnr = 10.0 * np.log10(255.0**2 / mse)
+    return Shapes3DMatch(torch.tensor(factors, dtype=torch.long), images_np, mae, psnr)
+
+
+def shapes3d_side_by_side(
+    real: np.ndarray, procedural: np.ndarray, out_png: str | Path, ncols: int = 6, zoom: int = 2
+) -> Path:
+    """Write a PNG of (real | procedural) pairs, ``ncols`` pairs per row, uint8 [N, H, W, 3] each.
+
+    Each pair shows the real frame on the left and its procedural match on the right, both
+    enlarged ``zoom`` times (nearest neighbour) on a white page.
+    """
+    n, h, w, _ = real.shape
+    gap, pair_gap = 2, 10
+    pair_w = 2 * w * zoom + gap
+    nrows = (n + ncols - 1) // ncols
+    page = np.full(
+        (nrows * (h * zoom + pair_gap) + pair_gap, ncols * (pair_w + pair_gap) + pair_gap, 3),
+        255,
+        np.uint8,
+    )
+    for i in range(n):
+        top = pair_gap + (i // ncols) * (h * zoom + pair_gap)
+        left = pair_gap + (i % ncols) * (pair_w + pair_gap)
+        for k, image in enumerate((real[i], procedural[i])):
+            big = np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1)
+            x0 = left + k * (w * zoom + gap)
+            page[top : top + h * zoom, x0 : x0 + w * zoom] = big
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(page).save(out_png)
+    return out_png
