@@ -197,7 +197,9 @@ def test_resume_skips_a_completed_run_and_starts_a_missing_one(tmp_path):
     done = tmp_path / "done"
     train(make_cfg("schedule.schedule_epochs=1", "schedule.hold_epochs=0"), done)
     before = (done / "metrics.csv").read_text()
-    out = train(make_cfg("schedule.schedule_epochs=1", "schedule.hold_epochs=0", "resume=true"), done)
+    out = train(
+        make_cfg("schedule.schedule_epochs=1", "schedule.hold_epochs=0", "resume=true"), done
+    )
     assert out["status"] == "completed" and (done / "metrics.csv").read_text() == before
     fresh = tmp_path / "fresh"
     train(make_cfg("schedule.schedule_epochs=1", "schedule.hold_epochs=0", "resume=true"), fresh)
