@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from vaesae.data import DSPRITES, get_dataset
 from vaesae.data import dsprites_render as R
+from vaesae.data.reference import load_dsprites_reference, match_dsprites
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +106,22 @@ def test_shapes_differ(ds):
 def test_templates_refuse_a_wrong_shape():
     with pytest.raises(ValueError, match="templates must have shape"):
         R.DSpritesRenderer(np.zeros((3, 6, 40, 32, 32), dtype=bool))
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def test_matching_recovers_procedural_images(ds):
+    f = ds.sample_factors(12, torch.Generator().manual_seed(5))
+    imgs = ds.images(f)
+    iou, found = match_dsprites(imgs[:, 0] > 0, ds.backend)
+    assert torch.all(iou == 1.0)
+    assert torch.equal(ds.images(found), imgs)  # symmetric sprites may match another orientation
+
+
+@pytest.mark.skipif(not (REFERENCE / "dsprites.gif").exists(), reason="no shared/reference")
+def test_fidelity_to_the_real_frames(ds):
+    real = load_dsprites_reference(REFERENCE / "dsprites.gif")
+    assert real.shape == (320, 64, 64)
+    iou, _ = match_dsprites(real, ds.backend)
+    assert float(iou.mean()) >= 0.95 and float(iou.min()) >= 0.85

@@ -4,6 +4,12 @@ Shapes3D: real frames come from ``3dshapes.gif`` (53 upscaled frames with a thin
 5 x 5 sample grids (``3dshapes_random_samples.png``, ``3dshapes_floor_hue0_samples.png``), each
 brought back to 64 x 64 with an area (box) filter. Every real frame is matched to its nearest
 procedural image over the whole factor grid, and the error of that match is the fidelity figure.
+
+dSprites: the 320 binary frames of ``dsprites.gif``; each is matched to the procedural image of
+largest intersection over union, which is the fidelity figure.
+
+`compare_reference` runs both and writes the side-by-side figures (``python -m vaesae.data
+compare-reference``).
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageSequence
 
+from vaesae.atomic import write_json
+from vaesae.data import dsprites_render
+from vaesae.data.dataset import default_root, get_dataset
+from vaesae.data.dsprites_render import DSpritesRenderer
+from vaesae.data.factors import DSPRITES
 from vaesae.data.shapes3d_scene import compose
+from vaesae.data.templates import load_templates
+from vaesae.imageio import save_grid
 
 SHAPES3D_GIF = "3dshapes.gif"
 SHAPES3D_GRIDS = ("3dshapes_random_samples.png", "3dshapes_floor_hue0_samples.png")
@@ -188,3 +201,109 @@ def shapes3d_side_by_side(
     out_png.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(page).save(out_png)
     return out_png
+
+
+# --- dSprites ---------------------------------------------------------------------------------
+
+DSPRITES_GIF = "dsprites.gif"
+
+
+def load_dsprites_reference(path: str | Path) -> torch.Tensor:
+    """Real dSprites frames from an animated GIF -> bool [N, 64, 64] (white = True)."""
+    with Image.open(path) as gif:
+        frames = [np.asarray(f.convert("L")) > 127 for f in ImageSequence.Iterator(gif)]
+    return torch.from_numpy(np.stack(frames))
+
+
+def match_dsprites(
+    frames: torch.Tensor, renderer: DSpritesRenderer, radius: int = 3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best-matching procedural image of each real frame, by intersection over union.
+
+    IoU = |A and B| / |A or B| over white pixels. The search covers every (shape, scale,
+    orientation) and the positions within `radius` classes of the frame's bounding-box centre on
+    each axis (sprite centres lie within a few px of it). The intersection of a frame with the 720
+    sprites at one position is one product of the frame's window crop with the windows of that
+    position's sub-pixel phase; sprites never touch their window's border, so |B| is the window's.
+
+    Returns (iou float [N], factors long [N, 5] of the best match).
+    """
+    p, w = dsprites_render.PHASES, dsprites_render.WINDOW
+    windows = (renderer.windows.float().cpu() / 255).reshape(720, p, p, w * w)
+    sizes = windows.sum(-1)
+    classes = torch.arange(DSPRITES.factor_sizes[3])
+    offset, phase = dsprites_render.placement(classes)
+    centres = dsprites_render.POS_FIRST + dsprites_render.POS_SPAN * classes.double() / 31
+    ious, found = [], []
+    for frame in frames.float():
+        rows, cols = frame.any(1).nonzero().flatten(), frame.any(0).nonzero().flatten()
+        iy = int((centres - (rows.min() + rows.max() + 1) / 2).abs().argmin())
+        ix = int((centres - (cols.min() + cols.max() + 1) / 2).abs().argmin())
+        best, arg = -1.0, (0, 0, 0)
+        for y in range(max(0, iy - radius), min(len(classes), iy + radius + 1)):
+            for x in range(max(0, ix - radius), min(len(classes), ix + radius + 1)):
+                crop = frame[offset[y] : offset[y] + w, offset[x] : offset[x] + w].reshape(-1)
+                inter = windows[:, phase[y], phase[x]] @ crop
+                iou = inter / (sizes[:, phase[y], phase[x]] + frame.sum() - inter)
+                value, sprite = iou.max(0)
+                if float(value) > best:
+                    best, arg = float(value), (int(sprite), x, y)
+        sprite, x, y = arg
+        found.append([sprite // 240, sprite // 40 % 6, sprite % 40, x, y])
+        ious.append(best)
+    return torch.tensor(ious), torch.tensor(found)
+
+
+# --- both datasets ----------------------------------------------------------------------------
+
+
+def compare_reference(
+    reference_dir: str | Path, out_dir: str | Path, root: str | Path | None = None
+) -> dict:
+    """Measure both renderers against the real frames in `reference_dir` and write figures.
+
+    Writes to `out_dir`: `dsprites_side_by_side.png` (the 24 worst-matched real frames, each
+    followed by its best procedural match), `shapes3d_side_by_side.png` (every real frame next to
+    its match) and `reference.json` (the returned summary: dSprites IoU, Shapes3D MAE / PSNR).
+    """
+    reference_dir, out_dir = Path(reference_dir), Path(out_dir)
+    for name in (DSPRITES_GIF, SHAPES3D_GIF, *SHAPES3D_GRIDS):
+        if not (reference_dir / name).exists():
+            raise FileNotFoundError(f"reference file {reference_dir / name} not found")
+    root = Path(root) if root is not None else default_root()
+
+    dsprites = get_dataset("dsprites", "procedural", root)
+    real = load_dsprites_reference(reference_dir / DSPRITES_GIF)
+    iou, factors = match_dsprites(real, dsprites.backend)
+    worst = iou.argsort()[:24]
+    pairs = torch.stack(
+        [real[worst].to(torch.uint8) * 255, dsprites.images(factors[worst])[:, 0]], 1
+    )
+    save_grid(pairs.reshape(-1, 1, 64, 64), out_dir / "dsprites_side_by_side.png", ncols=12)
+
+    frames = load_shapes3d_reference(reference_dir)
+    match = match_shapes3d(frames, load_templates("shapes3d", root))
+    shapes3d_side_by_side(frames, match.images, out_dir / "shapes3d_side_by_side.png")
+
+    per_shape = {
+        name: float(iou[factors[:, 0] == s].mean())
+        for s, name in enumerate(("square", "ellipse", "heart"))
+        if bool((factors[:, 0] == s).any())
+    }
+    summary = {
+        "dsprites": {
+            "frames": len(real),
+            "mean_iou": float(iou.mean()),
+            "min_iou": float(iou.min()),
+            "fraction_iou_ge_0.95": float((iou >= 0.95).double().mean()),
+            "mean_iou_by_matched_shape": per_shape,
+        },
+        "shapes3d": {
+            "frames": len(frames),
+            "mean_abs_error_255": float(match.mae.mean()),
+            "median_abs_error_255": float(np.median(match.mae)),
+            "mean_psnr_db": float(match.psnr.mean()),
+        },
+    }
+    write_json(out_dir / "reference.json", summary)
+    return summary
