@@ -8,7 +8,7 @@ calls it, and logs the result. All definitions come from `vaesae.metrics`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
@@ -81,7 +81,6 @@ class EvalResult:
     dead: dict[str, Tensor]  # rule name -> BoolTensor[M]
     frequency: Tensor  # float64 [M]
     normalized_mi: Tensor  # float64 [M, K], 0 for dead neurons (primary rule)
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate_codes(
@@ -157,7 +156,7 @@ def evaluate_codes(
     scalars.update({f"semantics/{k}": v for k, v in semantics.summary().items()})
     normalized = torch.zeros_like(sae.mi)
     normalized[semantics.neurons] = semantics.normalized_mi
-    return EvalResult(scalars, dead, frequency, normalized, {"semantics": semantics})
+    return EvalResult(scalars, dead, frequency, normalized)
 
 
 @torch.no_grad()
