@@ -17,9 +17,11 @@ Geometry (right-handed world, y up, lengths in scene units): the object stands o
 sky. The camera's view axis passes through the point ``(0, cam_height, 0)`` on the object's axis,
 ``cam_distance`` away, tilted by ``pitch_deg``; the orientation factor swings the camera around
 the vertical axis by ``azimuth_per_degree * orientation`` degrees, so the walls' corner crosses
-the image while the object stays centred. Shading is Lambertian: an ambient term, a spot light
-above the object (casting the object's shadow onto floor and walls) and a head light along the
-view axis. Every constant below was fitted to real Shapes3D frames (``vaesae.data.reference``).
+the image while the object stays centred. Shading is Lambertian: an ambient term, a key light
+and a head light along the view axis. The floor's and walls' key light is a spot light above and
+left of the object (its cone gives the floor's gradient) with a small disc, so the object's
+shadow has a soft edge; the object's key light is directional. Every constant below was fitted to
+real Shapes3D frames (``vaesae.data.reference``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-SCENE_VERSION = "1"
+SCENE_VERSION = "2"
 
 FLOOR, WALL, OBJECT, SKY = 0, 1, 2, 3
 CUBE, CYLINDER, SPHERE, CAPSULE = 0, 1, 2, 3
@@ -40,12 +42,22 @@ SKY_RGB = np.array([153.0, 226.0, 249.0]) / 255.0
 
 @dataclass(frozen=True)
 class SceneParams:
-    """Calibrated camera, room, object and light constants (scene units, degrees)."""
+    """Camera, room, object and light constants (scene units, degrees), fitted to real frames.
+
+    Fit (103 real frames, ``vaesae.data.reference``): camera, room and object sizes by
+    Nelder-Mead on the per-pixel overlap of rendered coverage with the real frames' surface
+    masks (pixels classed by hue; sky by low saturation), the orientation of the GIF's first 15
+    frames known from its sweep and the other factors from the best match; then the lights'
+    positions by Nelder-Mead on the image error, the gains (ambient, key, head per surface) by
+    least squares on the unclipped channels inside it. The room's half depth sets the unit.
+    """
 
     cam_distance: float = 1.5070
     cam_height: float = 0.3918
-    pitch_deg: float = -0.7848
+    pitch_deg: float = -0.7848  # negative: looking slightly down
     fov_deg: float = 43.2715
+    # Camera yaw per degree of the orientation factor; negative: at -30 the camera stands right
+    # of the back wall's normal, so the right-hand corner shows.
     azimuth_per_degree: float = -1.0219
     room_half_depth: float = 2.0000
     room_half_width: float = 1.8934
@@ -57,23 +69,22 @@ class SceneParams:
     sphere_radius: float = 0.2239
     capsule_radius: float = 0.1640
     capsule_half_length: float = 0.1767
-    # Spot light: position, aim point on the floor, cosine falloff exponent, disc radius.
-    light_pos: tuple[float, float, float] = (-0.5562, 3.0007, 0.1724)
-    light_aim: tuple[float, float, float] = (-1.1445, 0.0000, -0.0087)
-    spot_exponent: float = 2.8262
-    light_radius: float = 0.0
+    # Spot light of floor and walls: position, aim point, cosine falloff exponent, disc radius.
+    light_pos: tuple[float, float, float] = (-0.6093, 3.1249, 0.2105)
+    light_aim: tuple[float, float, float] = (-0.9868, 0.0000, -0.0093)
+    spot_exponent: float = 3.3971
+    light_radius: float = 0.1499
     # Directional key light of the object (towards the light, world axes).
-    object_light_dir: tuple[float, float, float] = (-0.5562, 3.0007, 0.1724)
-    # Per surface (floor, wall, object): ambient, spot-light and head-light gains.
-    ambient: tuple[float, float, float] = (0.3470, 0.3694, 0.4271)
-    spot_gain: tuple[float, float, float] = (0.8655, 0.4492, 0.9015)
-    head_gain: tuple[float, float, float] = (0.0048, 0.5485, 0.5293)
+    object_light_dir: tuple[float, float, float] = (-0.3106, 0.9489, 0.0561)
+    # Per surface (floor, wall, object): ambient, key-light and head-light gains.
+    ambient: tuple[float, float, float] = (0.3354, 0.3576, 0.3670)
+    key_gain: tuple[float, float, float] = (0.8625, 0.5536, 0.7159)
+    head_gain: tuple[float, float, float] = (0.0046, 0.5534, 0.5828)
 
 
 SCENE = SceneParams()
 
 _EPS = 1e-6
-_LIGHT_SAMPLES = 8
 
 
 def _camera(scene: SceneParams, orientation_deg: float) -> tuple[np.ndarray, np.ndarray]:
@@ -212,40 +223,36 @@ def _spot_irradiance(scene: SceneParams, p: np.ndarray, n: np.ndarray) -> np.nda
     return lambert * np.clip(-(lvec @ axis), 0.0, None) ** scene.spot_exponent
 
 
-def _light_visibility(
-    scene: SceneParams, p: np.ndarray, shape: int, r: float, h: float
-) -> np.ndarray:
-    """Fraction (N,) of the light's sample points that points p (N, 3) see past the object.
+def _light_points(scene: SceneParams, count: int) -> np.ndarray:
+    """``count`` points (count, 3) spread evenly over the light's horizontal disc.
 
-    The samples lie on a horizontal disc of radius ``light_radius`` around ``light_pos`` (a
-    golden-angle spiral, so the pattern is fixed); a sample is hidden when the segment from the
-    point to it crosses the object. Only points whose segment to the light passes within the
-    object's bounding sphere (grown by the disc) are traced.
+    A golden-angle spiral: point k sits at radius ``light_radius * sqrt((k + 0.5) / count)``
+    and angle ``k * pi * (3 - sqrt(5))`` around ``light_pos``.
     """
-    k = _LIGHT_SAMPLES if scene.light_radius > 0 else 1
-    idx = np.arange(k) + 0.5
-    rho = scene.light_radius * np.sqrt(idx / k)
-    phi = idx * np.pi * (3.0 - np.sqrt(5.0))
-    samples = np.asarray(scene.light_pos) + np.stack(
-        [rho * np.cos(phi), np.zeros(k), rho * np.sin(phi)], axis=1
-    )
-    # Bounding sphere of the object (centre on its axis) to skip rays far from it.
-    half_height = r + h
-    bound_c = np.array([0.0, half_height, 0.0])
-    bound_r = np.hypot(r, half_height) + scene.light_radius + 1e-6
-    seen = np.zeros(len(p))
-    for sample in samples:
-        seg = sample - p
-        length = np.linalg.norm(seg, axis=1)
-        u = seg / length[:, None]
-        along = np.clip(np.sum((bound_c - p) * u, axis=1), 0.0, length)
-        near = np.linalg.norm(p + along[:, None] * u - bound_c, axis=1) < bound_r
-        blocked = np.zeros(len(p), dtype=bool)
-        # Start just off the surface so the ray does not re-hit it.
-        t_block = _hit_object(p[near] + 1e-5 * u[near], u[near], shape, r, h)
-        blocked[near] = t_block < length[near]
-        seen += ~blocked
-    return seen / k
+    k = np.arange(count)
+    rho = scene.light_radius * np.sqrt((k + 0.5) / count)
+    phi = k * np.pi * (3.0 - np.sqrt(5.0))
+    offsets = np.stack([rho * np.cos(phi), np.zeros(count), rho * np.sin(phi)], axis=1)
+    return np.asarray(scene.light_pos) + offsets
+
+
+def _light_visibility(
+    p: np.ndarray, lights: np.ndarray, shape: int, r: float, h: float
+) -> np.ndarray:
+    """1.0 where the segment from point p[i] to light point lights[i] misses the object, else 0.
+
+    Only segments passing within the object's bounding sphere are traced.
+    """
+    seg = lights - p
+    length = np.linalg.norm(seg, axis=1)
+    u = seg / length[:, None]
+    bound_c = np.array([0.0, r + h, 0.0])
+    along = np.clip(np.sum((bound_c - p) * u, axis=1), 0.0, length)
+    near = np.linalg.norm(p + along[:, None] * u - bound_c, axis=1) < np.hypot(r, r + h) + 1e-6
+    blocked = np.zeros(len(p), dtype=bool)
+    # Start just off the surface so the ray does not re-hit it.
+    blocked[near] = _hit_object(p[near] + 1e-5 * u[near], u[near], shape, r, h) < length[near]
+    return (~blocked).astype(float)
 
 
 def _render_terms(
@@ -258,11 +265,13 @@ def _render_terms(
 ) -> np.ndarray:
     """Lighting terms of one geometry, float64 [3, 4, size, size]: term x surface x pixel.
 
-    Term 0 is coverage (the ambient term), term 1 the spot light S * V, term 2 the head light
-    max(0, -n.f), each the mean over the pixel's rays of ``[ray sees surface] * term``. S is the
-    spot-light term (:func:`_spot_irradiance`); V the fraction of the light's disc (radius
-    ``light_radius``, :data:`_LIGHT_SAMPLES` points) seen past the object, so the object's shadow
-    has a penumbra; f the camera's view axis (a directional head light). The sky has coverage only.
+    Term 0 is coverage (the ambient term), term 1 the key light, term 2 the head light
+    max(0, -n.f) with f the camera's view axis; each is the mean over the pixel's rays of
+    ``[ray sees surface] * term``. The key light of floor and walls is the spot light S * V:
+    S from :func:`_spot_irradiance`, V = 1 where the ray's point of the light's disc
+    (:func:`_light_points`, one per ray of the pixel) is seen past the object, else 0 (the
+    object's shadow, soft at its edge). The object's key light is the directional
+    max(0, n.object_light_dir). The sky has coverage only.
     """
     centre, rot = _camera(scene, orientation_deg)
     d = _pixel_rays(scene, rot, size, supersample)
@@ -298,7 +307,13 @@ def _render_terms(
     # Room surfaces take the spot light and the object's shadow; the object its own key light.
     spot = np.empty(len(p))
     spot[~on_obj] = _spot_irradiance(scene, p[~on_obj], n[~on_obj])
-    spot[~on_obj] *= _light_visibility(scene, p[~on_obj], shape, r, h)
+    # Each of a pixel's rays tests its shadow against its own point of the light's disc, so the
+    # pixel averages a soft shadow (penumbra) at the cost of one shadow ray per ray.
+    n_side = size * supersample
+    ray_row, ray_col = np.divmod(np.flatnonzero(hit)[~on_obj], n_side)
+    sub = (ray_row % supersample) * supersample + ray_col % supersample
+    lights = _light_points(scene, supersample * supersample)[sub]
+    spot[~on_obj] *= _light_visibility(p[~on_obj], lights, shape, r, h)
     key = np.asarray(scene.object_light_dir) / np.linalg.norm(scene.object_light_dir)
     spot[on_obj] = np.clip(n[on_obj] @ key, 0.0, None)
     head = np.clip(-(n @ rot[:, 2]), 0.0, None)
@@ -327,9 +342,10 @@ def render_geometry(
     Casts ``supersample**2`` rays per pixel (pinhole camera, :class:`SceneParams`) and
     intersects them analytically with the floor, the walls and the object; rays that miss all
     three see the sky. Channel s (floor, wall, object) is the mean over the pixel's rays of
-    ``[ray sees s] * shade_s``, with ``shade_s = ambient_s + spot_gain_s * S * V +
-    head_gain_s * H`` (the terms of :func:`_render_terms`: spot light, its shadow, head light).
-    The sky channel is plain coverage. With ``shaded=False`` every channel is plain coverage, so
+    ``[ray sees s] * shade_s``, with ``shade_s = ambient_s + key_gain_s * K + head_gain_s * H``:
+    K the key light (for floor and walls a spot light times the object's soft shadow, for the
+    object a directional light) and H the head light, as in :func:`_render_terms`. The sky
+    channel is plain coverage. With ``shaded=False`` every channel is plain coverage, so
     the four channels sum to 1 in every pixel.
 
     scale: the factor value (0.75..1.25), multiplies the object's size; shape: 0 cube,
@@ -339,7 +355,7 @@ def render_geometry(
     if not shaded:
         return terms[0].astype(np.float32)
     gains = np.zeros((3, 4))
-    gains[:, :3] = (scene.ambient, scene.spot_gain, scene.head_gain)
+    gains[:, :3] = (scene.ambient, scene.key_gain, scene.head_gain)
     gains[0, SKY] = 1.0
     return np.einsum("ts,tshw->shw", gains, terms).astype(np.float32)
 
@@ -385,14 +401,13 @@ def hue_to_rgb(hues: torch.Tensor) -> torch.Tensor:
 def compose(weights: torch.Tensor, hues: torch.Tensor) -> torch.Tensor:
     """Shapes3D images from templates: weights [N, 4, H, W], hues [N, 3] -> RGB [N, 3, H, W].
 
-    ``out[n, c] = clip(sum_s weights[n, s] * rgb(hues[n, s])[c] + weights[n, 3] * SKY_RGB[c])``
-    clipped to [0, 1], with s over (floor, wall, object) and rgb the full-saturation HSV colour of
-    the hue fraction
-    (:func:`hue_to_rgb`). One batched matrix product; the result has the dtype and device of
-    ``weights``.
+    ``out[n, c] = sum_s weights[n, s] * rgb(hues[n, s])[c] + weights[n, 3] * SKY_RGB[c]``,
+    clipped to [0, 1], with s over (floor, wall, object) and rgb the full-saturation HSV colour
+    of the hue fraction (:func:`hue_to_rgb`). One batched matrix product; the result has the
+    dtype and device of ``weights``.
     """
     n, _, height, width = weights.shape
-    colours = hue_to_rgb(hues.to(weights.dtype))  # [N, surface, rgb]
+    colours = hue_to_rgb(hues.to(device=weights.device, dtype=weights.dtype))  # [N, surface, rgb]
     flat = weights[:, :3].reshape(n, 3, height * width)
     out = torch.bmm(colours.transpose(1, 2), flat).reshape(n, 3, height, width)
     sky = torch.as_tensor(SKY_RGB, dtype=weights.dtype, device=weights.device)
