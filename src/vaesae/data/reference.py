@@ -174,33 +174,11 @@ def match_shapes3d(frames: np.ndarray, templates: np.ndarray, top_k: int = 4) ->
 
 
 def shapes3d_side_by_side(
-    real: np.ndarray, procedural: np.ndarray, out_png: str | Path, ncols: int = 6, zoom: int = 2
+    real: np.ndarray, procedural: np.ndarray, out_png: str | Path, ncols: int = 6
 ) -> Path:
-    """Write a PNG of (real | procedural) pairs, ``ncols`` pairs per row, uint8 [N, H, W, 3] each.
-
-    Each pair shows the real frame on the left and its procedural match on the right, both
-    enlarged ``zoom`` times (nearest neighbour) on a white page.
-    """
-    n, h, w, _ = real.shape
-    gap, pair_gap = 2, 10
-    pair_w = 2 * w * zoom + gap
-    nrows = (n + ncols - 1) // ncols
-    page = np.full(
-        (nrows * (h * zoom + pair_gap) + pair_gap, ncols * (pair_w + pair_gap) + pair_gap, 3),
-        255,
-        np.uint8,
-    )
-    for i in range(n):
-        top = pair_gap + (i // ncols) * (h * zoom + pair_gap)
-        left = pair_gap + (i % ncols) * (pair_w + pair_gap)
-        for k, image in enumerate((real[i], procedural[i])):
-            big = np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1)
-            x0 = left + k * (w * zoom + gap)
-            page[top : top + h * zoom, x0 : x0 + w * zoom] = big
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(page).save(out_png)
-    return out_png
+    """Write a PNG of (real | procedural) pairs, `ncols` pairs a row; uint8 [N, H, W, 3] each."""
+    pairs = np.stack([real, procedural], 1).transpose(0, 1, 4, 2, 3)  # [N, 2, 3, H, W]
+    return save_grid(pairs.reshape(-1, *pairs.shape[2:]), out_png, ncols=2 * ncols, group=2)
 
 
 # --- dSprites ---------------------------------------------------------------------------------
@@ -279,7 +257,7 @@ def compare_reference(
     pairs = torch.stack(
         [real[worst].to(torch.uint8) * 255, dsprites.images(factors[worst])[:, 0]], 1
     )
-    save_grid(pairs.reshape(-1, 1, 64, 64), out_dir / "dsprites_side_by_side.png", ncols=12)
+    save_grid(pairs.reshape(-1, 1, 64, 64), out_dir / "dsprites_side_by_side.png", 12, group=2)
 
     frames = load_shapes3d_reference(reference_dir)
     match = match_shapes3d(frames, load_templates("shapes3d", root))
