@@ -83,6 +83,7 @@ def _loggers(cfg: DictConfig, run_dir: Path, group: str) -> list:
 
 
 def run_meta(cfg: DictConfig) -> dict[str, Any]:
+    schedule = _schedule(cfg)
     return {
         "run_name": cfg.run_name,
         "method": cfg.method.name,
@@ -93,7 +94,7 @@ def run_meta(cfg: DictConfig) -> dict[str, Any]:
         "k_start": int(cfg.schedule.k_start),
         "k_end": int(cfg.schedule.k_end),
         "reference_epoch": reference_epoch(cfg),
-        "total_epochs": _schedule(cfg).total_epochs,
+        "total_epochs": schedule.total_epochs,
     }
 
 

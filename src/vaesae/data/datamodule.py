@@ -22,23 +22,30 @@ __all__ = ["FactorBatches", "GroundTruthDataModule"]
 
 
 class FactorBatches:
-    """An iterable of factor batches (LongTensor[B, K]) with a length, usable as a dataloader."""
+    """An iterable of factor batches (LongTensor[B, K]) with a length, usable as a dataloader.
 
-    def __init__(self, factors_fn: Callable[[], torch.Tensor], batch_size: int, drop_last: bool):
+    `factors_fn` draws the `num_samples` factor tuples of one pass when iteration starts, so
+    asking for the length draws nothing.
+    """
+
+    def __init__(
+        self,
+        factors_fn: Callable[[], torch.Tensor],
+        num_samples: int,
+        batch_size: int,
+        drop_last: bool,
+    ):
         self.factors_fn = factors_fn
+        self.num_samples = num_samples
         self.batch_size = batch_size
         self.drop_last = drop_last
-        self._n = None
 
     def __len__(self) -> int:
-        if self._n is None:
-            self._n = len(self.factors_fn())
-        div = self._n / self.batch_size
+        div = self.num_samples / self.batch_size
         return int(div) if self.drop_last else math.ceil(div)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         factors = self.factors_fn()
-        self._n = len(factors)
         for i in range(len(self)):
             yield factors[i * self.batch_size : (i + 1) * self.batch_size]
 
@@ -115,7 +122,7 @@ class GroundTruthDataModule(L.LightningDataModule):
             self._epoch += 1
             return f
 
-        return FactorBatches(factors, self.batch_size, drop_last=True)
+        return FactorBatches(factors, self.samples_per_epoch, self.batch_size, drop_last=True)
 
     def images(self, factors: torch.Tensor) -> torch.Tensor:
         """Images of `factors`, gathered on the device of `factors`."""

@@ -121,14 +121,14 @@ def _check_order(path: Path, space: FactorSpace, classes: np.ndarray) -> bool:
     strides = np.array([int(np.prod(sizes[k + 1 :])) for k in range(len(sizes))])
     index = classes @ strides
     if len(index) == len(space):
-        order = index == np.arange(len(space))
-        first = int(np.argmin(order)) if not order.all() else -1
-        _expect(
-            path,
-            first < 0,
-            f"rows are not in the official index order (last factor fastest): row {first} holds "
-            f"the factors of index {index[first] if first >= 0 else ''}",
-        )
+        misplaced = np.flatnonzero(index != np.arange(len(space)))
+        if len(misplaced):
+            row = int(misplaced[0])
+            raise DataFileError(
+                path,
+                f"rows are not in the official index order (last factor fastest): row {row} "
+                f"holds the factors of index {index[row]}",
+            )
         return True
     _expect(
         path, len(index) < len(space), f"{len(index)} rows, more than the {len(space)} grid points"
