@@ -60,21 +60,33 @@ def test_dead_mask_unknown_kind_names_valid_kinds():
 
 def test_frequency_rule_refused_when_too_few_samples():
     acts = constructed_acts()
-    with pytest.raises(ValueError, match=r"at least 1000 samples, got 999.*'never'"):
-        dead_mask(acts[:999], "frequency", 1e-3)
-    dead_mask(acts[:1000], "frequency", 1e-3)
-    with pytest.raises(ValueError, match="at least 100000 samples, got 2000"):
+    with pytest.raises(ValueError, match=r"at least 1001 samples, got 1000.*'never'"):
+        dead_mask(acts[:1000], "frequency", 1e-3)
+    dead_mask(acts[:1001], "frequency", 1e-3)
+    with pytest.raises(ValueError, match="at least 100001 samples, got 2000"):
         dead_mask(acts, "frequency", 1e-5)
     with pytest.raises(ValueError, match=r"threshold in \(0, 1\]"):
         dead_mask(acts, "frequency")
 
 
 @pytest.mark.parametrize(
-    ("value", "minimum"), [(1e-3, 1000), (1e-4, 10000), (1e-5, 100000), (0.3, 4), (0.25, 4)]
+    ("value", "minimum"), [(1e-3, 1001), (1e-4, 10001), (1e-5, 100001), (0.3, 4), (0.25, 5)]
 )
 def test_min_samples_for_frequency(value, minimum):
     assert min_samples_for_frequency(value) == minimum
-    assert minimum * value >= 1.0 > (minimum - 1) * value
+    assert minimum * value > 1.0 >= (minimum - 1) * value
+
+
+@pytest.mark.parametrize("tau", [1e-3, 1e-4, 0.25])
+def test_frequency_rule_differs_from_never_at_its_minimum(tau):
+    """At the smallest accepted N a unit that fires once is dead under the frequency rule but
+    alive under ``never``: the rule is never a copy of ``never``."""
+    n = min_samples_for_frequency(tau)
+    acts = torch.zeros(n, 3)
+    acts[0, 1] = 1.0  # fires once
+    acts[:, 2] = 1.0  # always fires
+    assert dead_mask(acts, "never").tolist() == [True, False, False]
+    assert dead_mask(acts, "frequency", tau).tolist() == [True, True, False]
 
 
 def random_acts(n: int = 3001, width: int = 40) -> torch.Tensor:

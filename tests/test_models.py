@@ -71,7 +71,7 @@ def test_hidden_site_latent_head_reads_sae_reconstruction():
     model = VAESAE(1, width=20, site="hidden").eval()
     x = torch.rand(2, 1, 64, 64)
     out = model(x)
-    assert torch.allclose(out.mu, model.latent_head(out.h_hat)[0])
+    assert torch.allclose(out.mu, model.latent_head(out.h_hat * out.scale)[0])
     with torch.no_grad():
         model.sae.decoder.weight.mul_(2.0)
     assert not torch.allclose(model(x).mu, out.mu)
@@ -181,11 +181,43 @@ def test_sae_formula_and_init():
     with torch.no_grad():
         sae.b_pre.normal_()
         sae.encoder.bias.normal_()
-    h = torch.randn(5, 8)
-    s, h_hat = sae(h)
+    h = torch.randn(5, 8) * 3.0
+    s, x, x_hat, r = sae(h)
+    assert r.item() == pytest.approx(h.pow(2).mean().sqrt().item())  # the batch RMS feature
+    assert torch.allclose(x, h / r)
     w_e, b_e, w_d = sae.encoder.weight, sae.encoder.bias, sae.decoder.weight
-    assert torch.allclose(s, torch.relu((h - sae.b_pre) @ w_e.T + b_e), atol=1e-6)
-    assert torch.allclose(h_hat, s @ w_d.T + sae.b_pre, atol=1e-6)
+    assert torch.allclose(s, torch.relu((x - sae.b_pre) @ w_e.T + b_e), atol=1e-6)
+    assert torch.allclose(x_hat, s @ w_d.T + sae.b_pre, atol=1e-6)
+
+
+def test_sae_objective_is_scale_free():
+    """Scaling the input by c leaves codes, the SAE error and the L1 term unchanged."""
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(d_in=8, width=16, method="l1")
+    h = torch.randn(32, 8)
+    s, x, x_hat, _ = sae(h)
+    s_c, x_c, x_hat_c, r_c = sae(h * 7.0)
+    assert torch.allclose(s_c, s, atol=1e-5)
+    assert sae_mse(x_c, x_hat_c).item() == pytest.approx(sae_mse(x, x_hat).item(), rel=1e-5)
+    assert l1_norm(s_c).item() == pytest.approx(l1_norm(s).item(), rel=1e-5)
+    # With the normalisation off the same scaling multiplies the L1 term by c.
+    plain = SparseAutoencoder(d_in=8, width=16, method="l1", input_norm="none")
+    assert l1_norm(plain(h * 7.0)[0]).item() == pytest.approx(
+        7.0 * l1_norm(plain(h)[0]).item(), rel=1e-4
+    )
+
+
+def test_sae_running_rms_is_used_in_evaluation_and_saved():
+    sae = SparseAutoencoder(d_in=4, width=8, norm_momentum=0.5)
+    assert sae.eval()(torch.ones(2, 4))[3].item() == 1.0  # before any training batch
+    sae.train()
+    sae(torch.full((3, 4), 2.0))  # first batch copied: 2
+    sae(torch.full((3, 4), 4.0))  # 2 + 0.5 * (4 - 2) = 3
+    assert sae.input_rms.item() == pytest.approx(3.0)
+    assert sae.eval()(torch.full((1, 4), 100.0))[3].item() == pytest.approx(3.0)
+    clone = SparseAutoencoder(d_in=4, width=8)
+    clone.load_state_dict(sae.state_dict())
+    assert clone.input_rms.item() == pytest.approx(3.0)
 
 
 def test_normalize_decoder_makes_columns_unit_norm():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,10 @@ FAST = [
     "data.eval_batch_size=400",
     "trainer.threads=1",
 ]
+
+
+# One epoch, evaluated at k = k_end (a one-epoch ramp from 500 would end its last step above it).
+ONE_EPOCH = ("schedule=constant", "schedule.schedule_epochs=1", "schedule.hold_epochs=0")
 
 
 def make_cfg(*overrides: str) -> DictConfig:
@@ -45,7 +51,11 @@ def test_every_option_composes(group, option):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"{group}={option}"])
     assert cfg.run_name
-    if group != "trainer" and not (group == "threshold" and option == "freq1e-5"):
+    # At the default 10,000 evaluation samples freq1e-4 and freq1e-5 would equal `never`.
+    if group == "threshold" and option in ("freq1e-4", "freq1e-5"):
+        with pytest.raises(ConfigError, match="needs data.eval_size >= 1000"):
+            validate_config(cfg)
+    elif group != "trainer":
         validate_config(cfg)
 
 
@@ -114,7 +124,9 @@ def test_resume_continues_at_the_right_epoch(tmp_path, monkeypatch):
     assert json.loads((interrupted / "summary.json").read_text())["status"] == "failed"
     assert len(read_metrics_csv(interrupted / "metrics.csv")) == 2
 
+    start = time.time()
     train(make_cfg("resume=true"), interrupted)
+    resumed_process_s = time.time() - start
     resumed = read_metrics_csv(interrupted / "metrics.csv")
     assert [r["epoch"] for r in resumed] == [r["epoch"] for r in full]
     assert [r["sparsity/k"] for r in resumed] == [r["sparsity/k"] for r in full]
@@ -122,7 +134,51 @@ def test_resume_continues_at_the_right_epoch(tmp_path, monkeypatch):
     for a, b in zip(resumed, full, strict=True):
         assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-4)
         assert a["dead/never"] == pytest.approx(b["dead/never"], abs=1e-9)
-    assert json.loads((interrupted / "summary.json").read_text())["status"] == "completed"
+    summary = json.loads((interrupted / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    # Throughput and wall time cover the whole run, not only the resumed process.
+    assert (
+        summary["train_samples"]
+        == json.loads((reference / "summary.json").read_text())["train_samples"]
+        == len(full) * 256
+    )
+    assert summary["wall_time_s"] > resumed_process_s
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_are_recorded_as_interrupted(tmp_path, monkeypatch, how):
+    from vaesae.records import RunRecorder
+
+    original = RunRecorder.on_train_batch_end
+
+    def stop_in_second_epoch(self, trainer, pl_module, outputs, batch, batch_idx):
+        original(self, trainer, pl_module, outputs, batch, batch_idx)
+        if trainer.current_epoch == 1 and batch_idx == 1:
+            if how == "ctrl-c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler stops after this batch
+
+    monkeypatch.setattr(RunRecorder, "on_train_batch_end", stop_in_second_epoch)
+    with pytest.raises(SystemExit):
+        train(make_cfg(), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted", summary
+    assert summary["epochs_completed"] == 1
+
+
+def test_failure_before_training_still_writes_a_summary(tmp_path, monkeypatch):
+    from vaesae import train as train_module
+
+    def broken_trainer(*args, **kwargs):
+        raise RuntimeError("no such accelerator")
+
+    monkeypatch.setattr(train_module.pl, "Trainer", broken_trainer)
+    with pytest.raises(RuntimeError):
+        train(make_cfg(), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"] == "RuntimeError: no such accelerator"
+    assert summary["method"] == "topk" and summary["seed"] == 0
 
 
 @pytest.mark.parametrize(
@@ -130,7 +186,7 @@ def test_resume_continues_at_the_right_epoch(tmp_path, monkeypatch):
     [
         (["schedule.k_end=600", "schedule.k_start=600"], "k_end=600 must be <= the SAE width=500"),
         (["schedule.k_start=40"], "k_start=40 must be >= k_end=50"),
-        (["threshold=freq1e-4"], "needs data.eval_size >= 10000, got 400"),
+        (["threshold=freq1e-4"], "needs data.eval_size >= 10001, got 400"),
         (["schedule.schedule_epochs=0"], "schedule_epochs=0 must be > 0"),
         (["data.batch_size=0"], "data.batch_size=0 must be a positive number"),
         (["model.site=middle"], "model.site='middle' is not valid; choose one of: hidden, latent"),
@@ -172,8 +228,7 @@ def test_multirun_sweep_one_dir_per_job_and_one_wandb_run_each(tmp_path):
         "logger=wandb",
         "method=topk,l1",
         "seed=0,1",
-        "schedule.schedule_epochs=1",
-        "schedule.hold_epochs=0",
+        *ONE_EPOCH,
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
@@ -193,14 +248,37 @@ def test_multirun_sweep_one_dir_per_job_and_one_wandb_run_each(tmp_path):
         assert json.loads((sweep / r / "summary.json").read_text())["status"] == "completed"
 
 
+def test_multirun_with_a_failed_job_exits_1_and_names_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "-m",
+        *FAST,
+        *ONE_EPOCH,
+        "schedule.k_start=50",
+        "model.width=40,64",
+        "run_name=w${model.width}",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "1 job(s) of" in out.stderr
+    assert "w40: failed (ConfigError: schedule k_end=50 must be <= the SAE width=40)" in out.stderr
+    assert json.loads((sweep / "w64" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_threshold_sweep_is_refused_and_points_to_the_report(tmp_path):
+    out = run_cli("-m", *FAST, "threshold=never,magnitude", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "would train the same model once per threshold" in out.stderr
+    assert "--rule" in out.stderr
+
+
 def test_resume_skips_a_completed_run_and_starts_a_missing_one(tmp_path):
     done = tmp_path / "done"
-    train(make_cfg("schedule.schedule_epochs=1", "schedule.hold_epochs=0"), done)
+    train(make_cfg(*ONE_EPOCH), done)
     before = (done / "metrics.csv").read_text()
-    out = train(
-        make_cfg("schedule.schedule_epochs=1", "schedule.hold_epochs=0", "resume=true"), done
-    )
+    out = train(make_cfg(*ONE_EPOCH, "resume=true"), done)
     assert out["status"] == "completed" and (done / "metrics.csv").read_text() == before
     fresh = tmp_path / "fresh"
-    train(make_cfg("schedule.schedule_epochs=1", "schedule.hold_epochs=0", "resume=true"), fresh)
+    train(make_cfg(*ONE_EPOCH, "resume=true"), fresh)
     assert len(read_metrics_csv(fresh / "metrics.csv")) == 1

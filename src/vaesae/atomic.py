@@ -1,4 +1,9 @@
-"""Atomic file writes: a result file is either absent, the old version, or the complete new one."""
+"""Atomic file writes: a result file is either absent, the old version, or the complete new one.
+
+The new content is flushed to disk (fsync) before the rename and the directory after it, so the
+guarantee also holds after a node crash on file systems that reorder metadata and data writes
+(NFS, Lustre, ext4 with delayed allocation), not only after a killed process.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +26,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        # Some file systems refuse fsync on a directory; the file's own data is already synced.
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

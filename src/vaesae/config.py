@@ -9,12 +9,20 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from vaesae.data import DATASETS, SOURCES
+from vaesae.data import DATASETS, FACTOR_SPACES, SOURCES
 from vaesae.metrics import min_samples_for_frequency
-from vaesae.models import ACTIVATIONS, SAE_SITES
-from vaesae.sparsity import GRANULARITIES, validate_schedule
+from vaesae.models import ACTIVATIONS, INPUT_NORMS, SAE_SITES
+from vaesae.sparsity import GRANULARITIES, KSchedule, validate_schedule
 
-__all__ = ["ConfigError", "validate_config", "THRESHOLD_KINDS", "LOGGERS"]
+__all__ = [
+    "ConfigError",
+    "validate_config",
+    "schedule_of",
+    "steps_per_epoch",
+    "reference_epoch",
+    "THRESHOLD_KINDS",
+    "LOGGERS",
+]
 
 THRESHOLD_KINDS = ("never", "magnitude", "frequency", "window")
 LOGGERS = ("csv", "wandb", "none")
@@ -41,12 +49,36 @@ def _positive(name: str, value: object) -> None:
     )
 
 
+def schedule_of(cfg: DictConfig) -> KSchedule:
+    """The run's k schedule (raises ValueError for bad parameters)."""
+    s = cfg.schedule
+    return KSchedule(
+        s.kind, s.k_start, s.k_end, s.warmup_epochs, s.schedule_epochs, s.hold_epochs, s.n_steps
+    )
+
+
+def steps_per_epoch(cfg: DictConfig) -> int:
+    """Training steps per epoch: floor(samples per epoch / batch size) (the last partial batch is
+    dropped); samples per epoch is data.epoch_size, or the size of the dataset's factor grid."""
+    samples = cfg.data.epoch_size
+    if samples is None:
+        samples = len(FACTOR_SPACES[cfg.dataset.name])
+    return int(samples) // int(cfg.data.batch_size)
+
+
+def reference_epoch(cfg: DictConfig) -> int | None:
+    """The epoch whose end-of-epoch evaluation runs at k = k_end ("dead at k_end" is read there);
+    None when the run has no such epoch. See :meth:`vaesae.sparsity.KSchedule.reference_epoch`."""
+    return schedule_of(cfg).reference_epoch(cfg.schedule.granularity, steps_per_epoch(cfg))
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first impossible setting of a training config."""
     _choice("dataset", cfg.dataset.name, DATASETS)
     _choice("data.source", cfg.data.source, SOURCES)
     _choice("method", cfg.method.name, sorted(ACTIVATIONS))
     _choice("model.site", cfg.model.site, SAE_SITES)
+    _choice("model.input_norm", cfg.model.input_norm, INPUT_NORMS)
     _choice("schedule.granularity", cfg.schedule.granularity, GRANULARITIES)
     _choice("threshold.kind", cfg.threshold.kind, THRESHOLD_KINDS)
     _choice("logger", cfg.logger.name, LOGGERS)
@@ -85,6 +117,12 @@ def validate_config(cfg: DictConfig) -> None:
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    _require(
+        reference_epoch(cfg) is not None,
+        f"schedule kind={s.kind} with granularity={s.granularity} and hold_epochs={s.hold_epochs}"
+        f" never evaluates the model at k_end={s.k_end} (the last schedule epoch ends at a larger"
+        " k), so 'dead at k_end' would not exist: set schedule.hold_epochs >= 1",
+    )
     if cfg.threshold.kind == "frequency":
         needed = min_samples_for_frequency(cfg.threshold.value)
         _require(

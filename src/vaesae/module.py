@@ -18,6 +18,9 @@ from vaesae.models import VAESAE, vae_sae_loss
 __all__ = ["VAESAEModule", "LOGGED_TERMS"]
 
 LOGGED_TERMS = ("loss", "recon", "kl", "sae_mse", "l1")
+# The trunk's raw scale, which the SAE's input normalisation divides out: logged so a drift of
+# ||h|| (a symptom of a scale-dependent objective) stays visible.
+SCALE_TERMS = ("sae/h_norm", "sae/input_scale")
 
 
 class VAESAEModule(pl.LightningModule):
@@ -32,7 +35,8 @@ class VAESAEModule(pl.LightningModule):
         k_start: int = 500,
         site: str = "hidden",
         stop_gradient: bool = True,
-        normalize_decoder: bool = False,
+        normalize_decoder: bool = True,
+        input_norm: str = "batch",
         beta: float = 1.0,
         alpha: float = 1.0,
         lr: float = 1e-3,
@@ -48,6 +52,7 @@ class VAESAEModule(pl.LightningModule):
             site=site,
             stop_gradient=stop_gradient,
             normalize_decoder=normalize_decoder,
+            input_norm=input_norm,
         )
         # The controller overwrites this before every step for penalty rules; 0 means no L1 term.
         self.l1_coef: float | Tensor = 0.0
@@ -65,8 +70,13 @@ class VAESAEModule(pl.LightningModule):
         out = self.model(x)
         terms = vae_sae_loss(out, x, self.hparams.beta, self.hparams.alpha, self.l1_coef)
         self.window.update(out.codes.detach())
+        scale = out.scale.detach()
         self.log_dict(
-            {f"train/{name}": terms[name].detach() for name in LOGGED_TERMS},
+            {
+                **{f"train/{name}": terms[name].detach() for name in LOGGED_TERMS},
+                "sae/h_norm": out.h.detach().norm(dim=1).mean() * scale,
+                "sae/input_scale": scale,
+            },
             on_step=False,
             on_epoch=True,
             batch_size=len(x),

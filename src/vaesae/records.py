@@ -74,6 +74,9 @@ class RunRecorder(pl.Callback):
         self.started = time.time()
         self.train_seconds = 0.0
         self.samples_seen = 0
+        # Wall time and training figures of the earlier processes of a resumed run, as of its
+        # checkpoint (restored by load_state_dict), so summary.json covers the whole run.
+        self.previous_wall_s = 0.0
         self._epoch_start = 0.0
 
     @property
@@ -86,7 +89,9 @@ class RunRecorder(pl.Callback):
             **self.meta,
             "status": status,
             "epochs_completed": len(self.rows),
-            "wall_time_s": time.time() - self.started,
+            "wall_time_s": self.wall_time_s(),
+            "train_seconds": self.train_seconds,
+            "train_samples": self.samples_seen,
             "train_images_per_s": self.samples_seen / self.train_seconds
             if self.train_seconds > 0
             else None,
@@ -94,6 +99,24 @@ class RunRecorder(pl.Callback):
             **extra,
         }
         write_json(self.run_dir / "summary.json", summary)
+
+    def wall_time_s(self) -> float:
+        """Seconds of wall time over every process of the run (up to the checkpoint a resumed
+        process started from, then this process)."""
+        return self.previous_wall_s + time.time() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "wall_time_s": self.wall_time_s(),
+            "train_seconds": self.train_seconds,
+            "samples_seen": self.samples_seen,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.previous_wall_s = float(state_dict["wall_time_s"])
+        self.train_seconds = float(state_dict["train_seconds"])
+        self.samples_seen = int(state_dict["samples_seen"])
+        self.started = time.time()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Called after a checkpoint is restored, so current_epoch is the epoch about to run.

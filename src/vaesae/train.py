@@ -18,42 +18,29 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vaesae.atomic import write_json
-from vaesae.config import ConfigError, validate_config
+from vaesae.config import ConfigError, reference_epoch, schedule_of, validate_config
 from vaesae.data.datamodule import GroundTruthDataModule
 from vaesae.evaluation import EvalSettings, EvaluationCallback
 from vaesae.module import VAESAEModule
 from vaesae.records import LastCheckpoint, RunRecorder
-from vaesae.sparsity import KSchedule, SparsityScheduleCallback
+from vaesae.sparsity import SparsityScheduleCallback
 
-__all__ = ["train", "main", "CONF_DIR"]
+__all__ = ["train", "main", "CONF_DIR", "SweepFailures"]
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 log = logging.getLogger("vaesae")
-
-
-def _schedule(cfg: DictConfig) -> KSchedule:
-    s = cfg.schedule
-    return KSchedule(
-        s.kind, s.k_start, s.k_end, s.warmup_epochs, s.schedule_epochs, s.hold_epochs, s.n_steps
-    )
-
-
-def reference_epoch(cfg: DictConfig) -> int:
-    """The epoch at whose end k has reached k_end: the schedule's last epoch when k moves every
-    step, the first hold epoch when it moves once per epoch."""
-    end = _schedule(cfg).end_epoch
-    return end - 1 if cfg.schedule.granularity == "step" else end
 
 
 def _eval_settings(cfg: DictConfig) -> EvalSettings:
     m = cfg.metrics
     return EvalSettings(
         primary_kind=cfg.threshold.kind,
-        primary_value=float(cfg.threshold.value),
+        primary_value=float(cfg.threshold.get("value", 0.0)),
         magnitude_eps=float(m.magnitude_eps),
         frequencies=tuple(float(f) for f in m.frequencies),
         window=int(m.window),
@@ -83,7 +70,7 @@ def _loggers(cfg: DictConfig, run_dir: Path, group: str) -> list:
 
 
 def run_meta(cfg: DictConfig) -> dict[str, Any]:
-    schedule = _schedule(cfg)
+    schedule = schedule_of(cfg)
     return {
         "run_name": cfg.run_name,
         "method": cfg.method.name,
@@ -102,7 +89,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
     """Train one run into `run_dir`; returns its summary. Raises ConfigError before any work."""
     run_dir = Path(run_dir)
     validate_config(cfg)
-    schedule = _schedule(cfg)
+    schedule = schedule_of(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(int(cfg.trainer.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -119,60 +106,75 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             resume_from = str(ckpt)
         else:
             log.warning("resume=true but %s does not exist: starting from scratch", ckpt)
-    dm = GroundTruthDataModule(
-        cfg.dataset.name,
-        source=cfg.data.source,
-        root=cfg.data.root,
-        batch_size=cfg.data.batch_size,
-        epoch_size=cfg.data.epoch_size,
-        eval_size=cfg.data.eval_size,
-        seed=int(cfg.seed),
-        eval_seed=int(cfg.data.eval_seed),
-        eval_batch_size=cfg.data.eval_batch_size,
-    )
-    module = VAESAEModule(
-        in_channels=cfg.dataset.in_channels,
-        d_z=cfg.model.d_z,
-        width=cfg.model.width,
-        method=cfg.method.name,
-        k_start=schedule.k_start,
-        site=cfg.model.site,
-        stop_gradient=cfg.model.stop_gradient,
-        normalize_decoder=cfg.model.normalize_decoder,
-        beta=cfg.loss.beta,
-        alpha=cfg.loss.alpha,
-        lr=cfg.optim.lr,
-    )
-    controller = {
-        k: cfg.method[k]
-        for k in ("l1_coef_init", "l1_eta", "l1_coef_min", "l1_coef_max")
-        if k in cfg.method
-    }
-    evaluation = EvaluationCallback(_eval_settings(cfg), reference_epoch(cfg))
-    recorder = RunRecorder(run_dir, run_meta(cfg), evaluation, cfg.metrics.recon_images)
-    callbacks = [
-        SparsityScheduleCallback(schedule, cfg.schedule.granularity, **controller),
-        evaluation,
-        recorder,
-        LastCheckpoint(run_dir),
-    ]
-    trainer = pl.Trainer(
-        max_epochs=schedule.total_epochs,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        precision=cfg.trainer.precision,
-        logger=_loggers(cfg, run_dir, group) or False,
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_progress_bar=cfg.trainer.progress_bar,
-        enable_model_summary=False,
-        default_root_dir=str(run_dir),
-    )
+    try:
+        dm = GroundTruthDataModule(
+            cfg.dataset.name,
+            source=cfg.data.source,
+            root=cfg.data.root,
+            batch_size=cfg.data.batch_size,
+            epoch_size=cfg.data.epoch_size,
+            eval_size=cfg.data.eval_size,
+            seed=int(cfg.seed),
+            eval_seed=int(cfg.data.eval_seed),
+            eval_batch_size=cfg.data.eval_batch_size,
+        )
+        module = VAESAEModule(
+            in_channels=cfg.dataset.in_channels,
+            d_z=cfg.model.d_z,
+            width=cfg.model.width,
+            method=cfg.method.name,
+            k_start=schedule.k_start,
+            site=cfg.model.site,
+            stop_gradient=cfg.model.stop_gradient,
+            normalize_decoder=cfg.model.normalize_decoder,
+            input_norm=cfg.model.input_norm,
+            beta=cfg.loss.beta,
+            alpha=cfg.loss.alpha,
+            lr=cfg.optim.lr,
+        )
+        controller = {
+            k: cfg.method[k]
+            for k in ("l1_coef_init", "l1_eta", "l1_coef_min", "l1_coef_max")
+            if k in cfg.method
+        }
+        evaluation = EvaluationCallback(_eval_settings(cfg), reference_epoch(cfg))
+        recorder = RunRecorder(run_dir, run_meta(cfg), evaluation, cfg.metrics.recon_images)
+        callbacks = [
+            SparsityScheduleCallback(schedule, cfg.schedule.granularity, **controller),
+            evaluation,
+            recorder,
+            LastCheckpoint(run_dir),
+        ]
+        trainer = pl.Trainer(
+            max_epochs=schedule.total_epochs,
+            accelerator=cfg.trainer.accelerator,
+            devices=cfg.trainer.devices,
+            precision=cfg.trainer.precision,
+            logger=_loggers(cfg, run_dir, group) or False,
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_progress_bar=cfg.trainer.progress_bar,
+            enable_model_summary=False,
+            default_root_dir=str(run_dir),
+        )
+    except Exception as err:
+        # A job that fails while building its data, model, loggers or Trainer still leaves a
+        # summary.json, so the sweep's report lists it.
+        write_json(
+            run_dir / "summary.json",
+            {**run_meta(cfg), "status": "failed", "error": f"{type(err).__name__}: {err}"},
+        )
+        raise
     write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     except BaseException as err:
-        recorder.finish("failed", error=f"{type(err).__name__}: {err}")
+        # Lightning turns Ctrl-C into SystemExit and SIGTERM into SIGTERMException (a SystemExit):
+        # the run can resume from last.ckpt, so it is interrupted, not failed.
+        stopped = isinstance(err, KeyboardInterrupt | SystemExit)
+        recorder.finish(
+            "interrupted" if stopped else "failed", error=f"{type(err).__name__}: {err}"
+        )
         raise
     status = "completed" if trainer.state.status.value == "finished" else "interrupted"
     recorder.finish(status)
@@ -208,6 +210,29 @@ def main(cfg: DictConfig) -> None:
             wandb.finish()
 
 
+class SweepFailures(Callback):
+    """Hydra callback: after a multirun, list the jobs whose summary.json is not `completed`.
+
+    A failed job does not stop the sweep (`main` logs it and goes on), so without this a sweep in
+    which every job failed would exit 0; the names are kept for `cli`, which exits 1.
+    """
+
+    failed: list[str] = []
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        bad = []
+        for summary in sorted(sweep_dir.glob("*/summary.json")):
+            info = json.loads(summary.read_text())
+            if info.get("status") != "completed":
+                bad.append(f"{summary.parent.name}: {info.get('status')} ({info.get('error', '')})")
+        SweepFailures.failed = bad
+        if bad:
+            print(f"{len(bad)} job(s) of {sweep_dir} did not complete:", file=sys.stderr)
+            for line in bad:
+                print(f"  {line}", file=sys.stderr)
+
+
 def _safe_meta(cfg: DictConfig) -> dict[str, Any]:
     try:
         return run_meta(cfg)
@@ -215,5 +240,39 @@ def _safe_meta(cfg: DictConfig) -> dict[str, Any]:
         return {"run_name": str(cfg.get("run_name"))}
 
 
-if __name__ == "__main__":
+def threshold_sweep(argv: list[str]) -> str | None:
+    """The command-line override that sweeps `threshold` in a multirun, if any.
+
+    Such a sweep trains identical models (every dead-neuron rule is logged in every run; the
+    threshold only picks the primary one), so `cli` refuses it before any work.
+    """
+    if not {"-m", "--multirun"} & set(argv):
+        return None
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "threshold" and "," in value:
+            return arg
+    return None
+
+
+def cli() -> None:
+    """`python -m vaesae.train`: run (or sweep), then exit 1 if a job of the sweep failed."""
+    swept = threshold_sweep(sys.argv[1:])
+    if swept:
+        print(
+            f"error: '{swept}' would train the same model once per threshold: every rule is "
+            "logged in every run. Train once and choose the rule in the report: "
+            "python -m vaesae.report SWEEP_DIR --rule NAME",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     main()
+    # Hydra instantiates the callback from `vaesae.train`, which is not this `__main__` module.
+    from vaesae.train import SweepFailures as registered
+
+    if registered.failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()

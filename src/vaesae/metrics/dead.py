@@ -4,7 +4,9 @@ A neuron *fires* on a sample when its activation is > 0. The rules (DESIGN.md §
 
 - ``never``: fires on no sample;
 - ``magnitude``: maximum activation over the samples <= ``value`` (e.g. 1e-3);
-- ``frequency``: fraction of samples on which it fires < ``value`` (e.g. 1e-3);
+- ``frequency``: fraction of samples on which it fires < ``value`` (e.g. 1e-3), only with
+  N * ``value`` > 1 samples: at N <= 1/``value`` a single firing already reaches the threshold, so
+  "fires less often than ``value``" is "never fires" and the rule would repeat ``never``;
 - ``window`` (training only, :class:`SamplesSinceFired`): has not fired in the last W training
   samples.
 
@@ -72,9 +74,9 @@ class FiringSummary:
         """BoolTensor[M]: True where the neuron is dead under rule ``kind``, threshold ``value``.
 
         ``never``: fire_count == 0 (``value`` unused); ``magnitude``: max activation <= ``value``;
-        ``frequency``: fire_count / N < ``value``, with 0 < ``value`` <= 1 and N >= 1/``value``.
-        Below N = 1/``value`` a single firing already reaches the threshold, so the rule would equal
-        ``never``; it is refused rather than silently reported under the wrong name.
+        ``frequency``: fire_count / N < ``value``, with 0 < ``value`` <= 1 and N * ``value`` > 1.
+        At N <= 1/``value`` one firing already gives frequency 1/N >= ``value``, so the rule marks
+        exactly the neurons that never fire; it is refused rather than reported as a second rule.
         """
         if kind not in DEAD_KINDS:
             raise ValueError(
@@ -88,23 +90,24 @@ class FiringSummary:
             return self.max_activation <= value
         if not 0.0 < value <= 1.0:
             raise ValueError(f"the frequency rule needs a threshold in (0, 1], got {value}")
-        if self.num_samples * value < 1.0:
+        if self.num_samples < min_samples_for_frequency(value):
             raise ValueError(
                 f"the frequency rule with threshold {value:g} needs at least "
                 f"{min_samples_for_frequency(value)} samples, got {self.num_samples}: with fewer, "
-                "one firing already reaches the threshold, so the rule cannot be told apart from "
-                "'never'"
+                "one firing already reaches the threshold, so the rule would equal 'never'"
             )
         return self.frequency() < value
 
 
 def min_samples_for_frequency(value: float) -> int:
-    """Smallest N with ``N * value >= 1``: the fewest samples the ``frequency`` rule accepts."""
-    n = math.ceil(1.0 / value)
-    # 1/value is rounded, so its ceiling can be one off either way; settle it with the rule's test.
-    while (n - 1) * value >= 1.0:
+    """Smallest N with ``N * value > 1``: the fewest samples on which the ``frequency`` rule can
+    mark a neuron that fires (once, at frequency 1/N < ``value``) as dead, i.e. differ from
+    ``never``. For value = 1e-3 that is 1001."""
+    n = math.floor(1.0 / value) + 1
+    # 1/value is rounded, so the estimate can be one off either way; settle it with the rule's test.
+    while (n - 1) * value > 1.0:
         n -= 1
-    while n * value < 1.0:
+    while n * value <= 1.0:
         n += 1
     return n
 
@@ -114,7 +117,7 @@ def dead_mask(acts: Tensor, kind: str, value: float = 0.0) -> Tensor:
 
     ``kind`` is one of ``never`` (no sample with activation > 0), ``magnitude`` (max activation
     <= ``value``) or ``frequency`` (fraction of samples with activation > 0 is < ``value``; refused
-    with a ValueError when N < 1/``value``, where it would coincide with ``never``).
+    with a ValueError unless N * ``value`` > 1, since otherwise it coincides with ``never``).
     """
     return FiringSummary.from_activations(acts).dead_mask(kind, value)
 

@@ -19,11 +19,12 @@ from vaesae.models.losses import (
     sae_mse,
     vae_sae_loss,
 )
-from vaesae.models.sae import SparseAutoencoder
+from vaesae.models.sae import INPUT_NORMS, SparseAutoencoder
 from vaesae.models.vae import ConvDecoder, ConvEncoder, GaussianHead, reparameterize
 
 __all__ = [
     "ACTIVATIONS",
+    "INPUT_NORMS",
     "LOSS_TERMS",
     "SAE_SITES",
     "VAESAE",

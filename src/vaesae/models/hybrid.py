@@ -7,7 +7,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from vaesae.models.activations import activation_class
-from vaesae.models.sae import SparseAutoencoder
+from vaesae.models.sae import INPUT_NORMS, SparseAutoencoder
 from vaesae.models.vae import ConvDecoder, ConvEncoder, GaussianHead, reparameterize
 
 SAE_SITES = ("hidden", "latent")
@@ -20,9 +20,10 @@ class VAESAEOutput(NamedTuple):
     mu: Tensor  # (B, d_z) posterior mean
     logvar: Tensor  # (B, d_z) posterior log-variance
     z: Tensor  # (B, d_z) decoder input: a posterior sample in train mode, mu in eval mode
-    h: Tensor  # (B, d_in) SAE input: trunk features (site=hidden) or mu (site=latent)
+    h: Tensor  # (B, d_in) SAE input h / r: trunk features (site=hidden) or mu (site=latent)
     codes: Tensor  # (B, width) SAE activations s
-    h_hat: Tensor  # (B, d_in) SAE reconstruction of h
+    h_hat: Tensor  # (B, d_in) SAE reconstruction of h / r (the SAE's own, normalised units)
+    scale: Tensor  # () the SAE's input normalisation r: raw features are h * r
 
 
 class VAESAE(nn.Module):
@@ -47,7 +48,8 @@ class VAESAE(nn.Module):
         site: str = "hidden",
         stop_gradient: bool = True,
         hidden_dim: int = 256,
-        normalize_decoder: bool = False,
+        normalize_decoder: bool = True,
+        input_norm: str = INPUT_NORMS[0],
     ) -> None:
         super().__init__()
         if site not in SAE_SITES:
@@ -63,6 +65,7 @@ class VAESAE(nn.Module):
             width=width,
             method=method,
             normalize_decoder=normalize_decoder,
+            input_norm=input_norm,
             **activation_kw,
         )
 
@@ -70,12 +73,10 @@ class VAESAE(nn.Module):
         """x: images (B, C, 64, 64), float in [0, 1]."""
         features = self.encoder(x)
         if self.site == "hidden":
-            h = features
-            codes, h_hat = self.sae(h)
-            mu, logvar = self.latent_head(h_hat)
+            codes, h, h_hat, scale = self.sae(features)
+            mu, logvar = self.latent_head(h_hat * scale)
         else:
             mu, logvar = self.latent_head(features)
-            h = mu.detach() if self.stop_gradient else mu
-            codes, h_hat = self.sae(h)
+            codes, h, h_hat, scale = self.sae(mu.detach() if self.stop_gradient else mu)
         z = reparameterize(mu, logvar) if self.training else mu
-        return VAESAEOutput(self.decoder(z), mu, logvar, z, h, codes, h_hat)
+        return VAESAEOutput(self.decoder(z), mu, logvar, z, h, codes, h_hat, scale)

@@ -150,3 +150,21 @@ class KSchedule:
     def total_epochs(self) -> int:
         """warmup + schedule + hold epochs."""
         return total_epochs(self.warmup_epochs, self.schedule_epochs, self.hold_epochs)
+
+    def reference_epoch(self, granularity: str, steps_per_epoch: int) -> int | None:
+        """The "k_end" epoch: the first epoch whose end-of-epoch evaluation runs at k = k_end.
+
+        The evaluation after epoch e uses the k of e's last training step, at time
+        t = e + (steps_per_epoch - 1) / steps_per_epoch (``granularity="step"``) or t = e
+        (``"epoch"``). That is the schedule's last epoch when its last step has already rounded
+        to k_end (a linear ramp with many steps per epoch), and otherwise the first hold epoch
+        (``step`` kind, per-epoch granularity, short epochs). None when neither is trained: a run
+        without hold epochs that never evaluates at k_end.
+        """
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch={steps_per_epoch} must be >= 1")
+        last_step = (steps_per_epoch - 1) / steps_per_epoch if granularity == "step" else 0.0
+        for epoch in range(max(self.end_epoch - 1, 0), self.total_epochs):
+            if self.k(epoch + last_step) == self.k_end:
+                return epoch
+        return None
