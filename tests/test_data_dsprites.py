@@ -1,11 +1,10 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from vaesae.data import DSPRITES, get_dataset
 from vaesae.data import dsprites_render as R
+from vaesae.data.__main__ import DEFAULT_REFERENCE
 from vaesae.data.reference import load_dsprites_reference, match_dsprites
 
 
@@ -108,7 +107,7 @@ def test_templates_refuse_a_wrong_shape():
         R.DSpritesRenderer(np.zeros((3, 6, 40, 32, 32), dtype=bool))
 
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = DEFAULT_REFERENCE  # the real frames shipped with the package
 
 
 def test_matching_recovers_procedural_images(ds):
@@ -119,7 +118,6 @@ def test_matching_recovers_procedural_images(ds):
     assert torch.equal(ds.images(found), imgs)  # symmetric sprites may match another orientation
 
 
-@pytest.mark.skipif(not (REFERENCE / "dsprites.gif").exists(), reason="no shared/reference")
 def test_fidelity_to_the_real_frames(ds):
     real = load_dsprites_reference(REFERENCE / "dsprites.gif")
     assert real.shape == (320, 64, 64)

@@ -198,3 +198,19 @@ def test_missing_file_names_the_expected_paths(tmp_path):
     with pytest.raises(DataFileError, match="3dshapes.h5") as err:
         get_dataset("shapes3d", source="file", root=tmp_path)
     assert str(tmp_path) in str(err.value)
+
+
+def test_file_images_stay_on_the_host_and_only_batches_move(tmp_path):
+    """Moving a file-backed dataset to a device moves no image array (5.5 GiB for Shapes3D):
+    each gathered batch is copied there instead."""
+    arrays, classes = shapes3d_arrays()
+    write_h5(tmp_path / H5, arrays)
+    ds = get_dataset("shapes3d", source="file", root=tmp_path)
+    host = ds.backend.images
+    factors = torch.from_numpy(classes[:5])
+    expected = ds.images(factors)
+    ds.to("meta")  # a device with no storage: any copy of the whole array would land there
+    assert ds.backend.images is host and host.device.type == "cpu"
+    batch = ds.images(factors)
+    assert batch.device.type == "meta" and batch.shape == expected.shape == (5, 3, 64, 64)
+    assert torch.equal(ds.to("cpu").images(factors), expected)

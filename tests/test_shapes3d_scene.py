@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vaesae.data import reference, shapes3d_scene
+from vaesae.data.__main__ import DEFAULT_REFERENCE
 from vaesae.data.shapes3d_scene import (
     CAPSULE,
     CUBE,
@@ -26,7 +27,7 @@ from vaesae.data.shapes3d_scene import (
 
 SCALES = np.linspace(0.75, 1.25, 8)
 ORIENTATIONS = np.linspace(-30.0, 30.0, 15)
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE_DIR = DEFAULT_REFERENCE
 
 
 def _compose_one(weights: np.ndarray, hues: tuple[float, float, float]) -> np.ndarray:
@@ -188,7 +189,6 @@ def test_side_by_side_png(tmp_path: Path) -> None:
     assert (page == 0).any() and (page == 200).any()
 
 
-@pytest.mark.skipif(not REFERENCE_DIR.is_dir(), reason="no reference frames")
 def test_load_reference_frames() -> None:
     frames = reference.load_shapes3d_reference(REFERENCE_DIR)
     assert frames.shape == (103, 64, 64, 3) and frames.dtype == np.uint8

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vaesae.atomic import write_json
-from vaesae.config import ConfigError, reference_epoch, schedule_of, validate_config
+from vaesae.config import (
+    ConfigError,
+    reference_epoch,
+    schedule_of,
+    steps_per_epoch,
+    validate_config,
+)
 from vaesae.data.datamodule import GroundTruthDataModule
 from vaesae.evaluation import EvalSettings, EvaluationCallback
 from vaesae.module import VAESAEModule
@@ -34,6 +41,14 @@ __all__ = ["train", "main", "CONF_DIR", "SweepFailures"]
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 log = logging.getLogger("vaesae")
+
+# Lightning 2.x calls a torch pytree API that torch 2.13 deprecates; the call is Lightning's and
+# harmless, so this one message is silenced (and nothing else).
+warnings.filterwarnings(
+    "ignore",
+    message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    category=FutureWarning,
+)
 
 
 def _eval_settings(cfg: DictConfig) -> EvalSettings:
@@ -155,6 +170,9 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             enable_checkpointing=False,
             enable_progress_bar=cfg.trainer.progress_bar,
             enable_model_summary=False,
+            # Everything is logged per epoch; this only keeps Lightning from warning that an
+            # epoch has fewer steps than its default interval of 50.
+            log_every_n_steps=min(50, steps_per_epoch(cfg)),
             default_root_dir=str(run_dir),
         )
     except Exception as err:
@@ -183,6 +201,9 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
+    # Lightning's start-up notes (accelerator, a product tip, "max_epochs reached") add nothing to
+    # a run's own log lines; its warnings and errors still show.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN

@@ -28,7 +28,8 @@ from vaesae.data.files import (
 )
 from vaesae.imageio import save_grid
 
-DEFAULT_REFERENCE = Path("../shared/reference")
+# Real frames shipped with the package (NOTICE there: (c) DeepMind, Apache-2.0).
+DEFAULT_REFERENCE = Path(__file__).resolve().parent / "reference_frames"
 
 
 def export(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
 """`get_dataset`: one object per ground-truth dataset, backed by the official file or a renderer.
 
-Whatever the source, the object follows the contract of DESIGN.md §3: factor metadata, the
-official flat-index order, and `images(factors)` as a batched gather on the object's device.
+Whatever the source, the object has one contract: factor metadata (`factor_names`,
+`factor_sizes`, `factor_values`, `image_shape`), the official flat-index order (`index_of`,
+`factors_of`, `sample_factors`), and `images(factors)`, uint8 images gathered in one batch on the
+object's device.
 """
 
 from __future__ import annotations
@@ -32,45 +34,47 @@ def default_root() -> Path:
 
 
 class FileImages:
-    """Images of an official file, looked up by flat index (the file may hold a grid subset)."""
+    """Images of an official file, looked up by flat index (the file may hold a grid subset).
+
+    The image array stays in host memory whatever the device: the official Shapes3D file is
+    5.5 GiB of uint8, too much to copy to every GPU job. A batch is gathered on the host and only
+    the batch is moved to ``device`` (the device `images()` returns tensors on).
+    """
 
     def __init__(self, data: FileData, space: FactorSpace, device: torch.device | str = "cpu"):
-        self.images = torch.from_numpy(data.images).to(device)
+        self.images = torch.from_numpy(data.images)
         self.space = space
         index = space.index_of(torch.from_numpy(data.classes))
-        self.available = index.to(device)
+        self.available = index
         self.row_of: torch.Tensor | None = None
         if not data.complete:
-            row_of = torch.full((len(space),), -1, dtype=torch.long)
-            row_of[index] = torch.arange(len(index))
-            self.row_of = row_of.to(device)
+            self.row_of = torch.full((len(space),), -1, dtype=torch.long)
+            self.row_of[index] = torch.arange(len(index))
+        self.output_device = torch.device(device)
 
     @property
     def device(self) -> torch.device:
-        return self.images.device
+        return self.output_device
 
     def to(self, device: torch.device | str) -> FileImages:
-        self.images = self.images.to(device)
-        self.available = self.available.to(device)
-        if self.row_of is not None:
-            self.row_of = self.row_of.to(device)
+        self.output_device = torch.device(device)
         return self
 
     def __call__(self, factors: torch.Tensor) -> torch.Tensor:
-        index = self.space.index_of(factors.to(self.device))
+        index = self.space.index_of(factors.cpu())
         if self.row_of is None:
-            return self.images[index]
+            return self.images[index].to(self.output_device)
         rows = self.row_of[index]
         if len(rows) and bool((rows < 0).any()):
             raise KeyError(
                 f"{self.space.name}: {int((rows < 0).sum())} requested factor combinations are "
                 "not in this file (it holds a subset of the grid)"
             )
-        return self.images[rows]
+        return self.images[rows].to(self.output_device)
 
 
 class GroundTruthDataset:
-    """A factor grid with its images (DESIGN.md §3 contract)."""
+    """A factor grid with its images (the contract in the module docstring)."""
 
     def __init__(self, space: FactorSpace, backend, source: str, path: Path | None = None):
         self.space = space

@@ -1,7 +1,7 @@
 """Procedural dSprites: 720 sprite templates placed on a 64x64 canvas by a gather.
 
 Geometry (continuous pixel coordinates, x right, y down, pixel j covering [j, j+1)), calibrated
-against the real frames in `shared/reference/dsprites.gif`:
+against the real frames in `reference_frames/dsprites.gif` (shipped with the package):
 
 * sprite centre  c = 16 + 32 * i / 31  for position class i in 0..31, on both axes, so centres span
   16..48 px (0.25..0.75 of the canvas) in steps of 32/31 px;

@@ -1,9 +1,11 @@
 """Dead-neuron rules, the training-window counter and dead/alive transitions.
 
-A neuron *fires* on a sample when its activation is > 0. The rules (DESIGN.md §5):
+A neuron *fires* on a sample when its activation is > 0. The rules:
 
 - ``never``: fires on no sample;
-- ``magnitude``: maximum activation over the samples <= ``value`` (e.g. 1e-3);
+- ``magnitude``: maximum activation over the samples <= ``value`` (e.g. 1e-3). An absolute
+  threshold is meaningful because the SAE works on its input divided by the RMS input feature
+  (``vaesae.models.SparseAutoencoder``), so activations carry no arbitrary scale;
 - ``frequency``: fraction of samples on which it fires < ``value`` (e.g. 1e-3), only with
   N * ``value`` > 1 samples: at N <= 1/``value`` a single firing already reaches the threshold, so
   "fires less often than ``value``" is "never fires" and the rule would repeat ``never``;
