@@ -54,8 +54,11 @@ def test_mig_and_semantics(inputs):
     # Unit 1 copies b at 1e-4 scale: dead under the magnitude rule, yet binning is scale-free.
     assert s["mig/sae/b"] == pytest.approx(1.0, abs=0.01)
     assert s["semantics/num_alive"] == 4
+    assert s["semantics/num_described"] == 2  # units 2 and 3 fire too rarely to be described
     assert result.normalized_mi[0, 0] == pytest.approx(1.0)
-    assert torch.all(result.normalized_mi[4:] == 0)  # dead units carry no semantics
+    assert result.alignment[:2].tolist() == pytest.approx([1.0, 1.0])  # quantile bins: scale-free
+    assert result.alignment[2:].isnan().all()
+    assert torch.all(result.normalized_mi[2:] == 0)  # undescribed units carry no semantics
     assert s["semantics/factors_covered"] == 2
 
 
@@ -83,3 +86,22 @@ def test_frequency_rule_names():
         "freq1e-5",
         "freq5e-2",
     ]
+
+
+def test_streamed_firing_statistics_give_the_same_figures(inputs):
+    """The callback streams firing statistics over evaluation batches (FiringStats); the result
+    equals the one computed from the concatenated codes, and mismatched statistics are refused."""
+    from vaesae.metrics import FiringStats
+
+    mu, codes, factors = inputs
+    settings = EvalSettings(frequencies=(1e-3,))
+    stats = FiringStats(WIDTH)
+    for chunk in codes.split(700):
+        stats.update(chunk)
+    streamed = evaluate_codes(mu, codes, factors, NAMES, settings, firing=stats.compute())
+    whole = evaluate_codes(mu, codes, factors, NAMES, settings)
+    assert streamed.scalars.keys() == whole.scalars.keys()
+    for key, value in whole.scalars.items():
+        assert streamed.scalars[key] == pytest.approx(value, nan_ok=True), key
+    with pytest.raises(ValueError, match="do not describe codes"):
+        evaluate_codes(mu, codes[:100], factors[:100], NAMES, settings, firing=stats.compute())

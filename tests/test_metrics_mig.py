@@ -1,4 +1,4 @@
-"""MIG against the numpy + scikit-learn reference, invariances, known answers, MIGMetric."""
+"""MIG against the numpy + scikit-learn reference, invariances, known answers."""
 
 import numpy as np
 import pytest
@@ -6,11 +6,9 @@ import torch
 
 import vaesae.metrics.mutual_info as mutual_info_module
 from vaesae.metrics import (
-    MIGMetric,
     histogram_discretize,
     mig,
     mutual_information,
-    neuron_semantics,
 )
 from vaesae.metrics.reference import reference_discretize, reference_mig
 
@@ -255,50 +253,6 @@ def test_invalid_inputs():
         reference_mig(tight.numpy(), factors[:2].numpy())
 
 
-def test_mig_metric_over_batches_equals_functions_on_concatenation():
-    g = torch.Generator().manual_seed(9)
-    factors = make_factors(g, 1500)
-    signal = scaled(factors)[:, torch.arange(30) % 4].float()
-    codes = torch.relu(torch.randn(1500, 30, generator=g) + 0.6 * signal - 1.0)
-    codes[:, :4] = 0.0
-    metric = MIGMetric()
-    start = 0
-    for size in (1, 499, 3, 997):
-        metric.update(codes[start : start + size], factors[start : start + size])
-        start += size
-    out = metric.compute()
-    expected = mig(codes, factors)
-    assert out.mig.score == expected.score
-    assert torch.equal(out.mig.mi, expected.mi)
-    semantics = neuron_semantics(codes, factors)
-    assert torch.equal(out.semantics.neurons, torch.arange(4, 30))
-    assert torch.equal(out.semantics.normalized_mi, semantics.normalized_mi)
-    assert out.semantics.summary() == semantics.summary()
-
-    metric.reset()
-    metric.update(codes[:1000], factors[:1000])
-    assert torch.equal(metric.compute().mig.mi, mig(codes[:1000], factors[:1000]).mi)
-
-
-def test_mig_metric_options():
-    g = torch.Generator().manual_seed(9)
-    factors = make_factors(g, 1000)[:, :1]
-    shifts = torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0, 0.0])
-    codes = torch.relu(torch.randn(1000, 6, generator=g) + shifts)
-    metric = MIGMetric(with_semantics=False)
-    metric.update(codes, factors)
-    out = metric.compute()
-    assert out.semantics is None
-    assert out.mig.per_factor.shape == (1,)  # not squeezed by torchmetrics
-    metric = MIGMetric(dead_kind="frequency", dead_value=0.6)
-    metric.update(codes, factors)
-    alive = (codes > 0).double().mean(0) >= 0.6
-    assert 0 < int(alive.sum()) < 6
-    assert torch.equal(metric.compute().semantics.neurons, alive.nonzero().flatten())
-    with pytest.raises(ValueError, match="valid kinds"):
-        MIGMetric(dead_kind="window")
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     g = torch.Generator().manual_seed(7)
@@ -307,8 +261,3 @@ def test_cuda_matches_cpu():
     cpu, gpu = mig(codes, factors), mig(codes.cuda(), factors.cuda())
     assert gpu.mi.is_cuda
     torch.testing.assert_close(gpu.mi.cpu(), cpu.mi, rtol=0, atol=1e-12)
-    metric = MIGMetric().cuda()
-    metric.update(codes.cuda(), factors.cuda())
-    assert metric.compute().semantics.summary() == pytest.approx(
-        neuron_semantics(codes, factors).summary()
-    )

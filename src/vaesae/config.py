@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from vaesae.data import DATASETS, FACTOR_SPACES, SOURCES
 from vaesae.metrics import min_samples_for_frequency
 from vaesae.models import ACTIVATIONS, INPUT_NORMS, SAE_SITES
+from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.sparsity import GRANULARITIES, KSchedule, validate_schedule
 
 __all__ = [
@@ -133,6 +134,14 @@ def validate_config(cfg: DictConfig) -> None:
         )
     if cfg.threshold.kind == "magnitude":
         _require(cfg.threshold.value >= 0, f"threshold.value={cfg.threshold.value} must be >= 0")
+    for resolve, key in (
+        (resolve_precision, "precision"),
+        (resolve_channels_last, "channels_last"),
+    ):
+        try:
+            resolve(cfg.trainer[key], cfg.trainer.accelerator)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if cfg.trainer.accelerator == "gpu":
         _require(
             torch.cuda.is_available(),

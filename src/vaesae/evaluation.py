@@ -16,11 +16,12 @@ import torch
 from torch import Tensor
 
 from vaesae.metrics import (
+    FiringStats,
     FiringSummary,
     dead_transitions,
     mig,
     min_samples_for_frequency,
-    semantics_from_mi,
+    neuron_semantics,
 )
 
 __all__ = [
@@ -80,7 +81,8 @@ class EvalResult:
     scalars: dict[str, float]
     dead: dict[str, Tensor]  # rule name -> BoolTensor[M]
     frequency: Tensor  # float64 [M]
-    normalized_mi: Tensor  # float64 [M, K], 0 for dead neurons (primary rule)
+    normalized_mi: Tensor  # float64 [M, K], 0 for units not described (see `alignment`)
+    alignment: Tensor  # float64 [M], NaN for units not described: dead (primary rule) or rare
 
 
 def evaluate_codes(
@@ -91,26 +93,37 @@ def evaluate_codes(
     settings: EvalSettings,
     window_dead: Tensor | None = None,
     reference_dead: Tensor | None = None,
+    firing: FiringSummary | None = None,
 ) -> EvalResult:
     """All per-epoch figures from the evaluation set.
 
     mu: [N, d_z] posterior means; codes: [N, M] SAE activations; factors: [N, K] classes.
     window_dead: the training-window rule's mask (None: not reported). reference_dead: the
     primary rule's mask at the end of the schedule (None before it), for revived / newly dead.
+    firing: the codes' firing statistics when already streamed (:class:`FiringStats` over the
+    evaluation batches); computed from ``codes`` when None.
 
     Scalars (rates are fractions of the M neurons):
       dead/<rule>          dead rate under each rule: never, magnitude, freq<tau> (only when
-                           N >= 1/tau), window; dead/primary repeats the chosen rule
+                           N * tau > 1), window; dead/primary repeats the chosen rule
       sparsity/dead_features  number of dead neurons under the primary rule
       neurons/dense        fraction of neurons firing on more than `dense_frequency` of samples
       neurons/revived, neurons/newly_dead  counts relative to the end of the schedule (NaN before)
       firing/hist_*        number of neurons per firing-frequency decade (HIST_NAMES)
       eval/l0              mean number of active codes per sample
       mig/latent, mig/sae  MIG of mu and of the SAE codes; mig/<code>/<factor> per factor
-      semantics/*          alive neurons' alignment and selectivity summary (primary rule alive)
+      semantics/*          per-unit semantics (`vaesae.metrics.neuron_semantics`) of the units
+                           alive under the primary rule that fire on >= MIN_FIRING samples:
+                           num_alive, num_described, mean alignment, fractions, coverage
     """
     width = codes.shape[1]
-    firing = FiringSummary.from_activations(codes)
+    if firing is None:
+        firing = FiringSummary.from_activations(codes)
+    elif firing.num_samples != codes.shape[0] or firing.fire_count.numel() != width:
+        raise ValueError(
+            f"firing statistics of {firing.num_samples} samples x {firing.fire_count.numel()} "
+            f"units do not describe codes of shape {tuple(codes.shape)}"
+        )
     dead = {
         "never": firing.dead_mask("never"),
         "magnitude": firing.dead_mask("magnitude", settings.magnitude_eps),
@@ -150,23 +163,31 @@ def evaluate_codes(
     for k, name in enumerate(factor_names):
         scalars[f"mig/latent/{name}"] = float(latent.per_factor[k])
         scalars[f"mig/sae/{name}"] = float(sae.per_factor[k])
-    semantics = semantics_from_mi(
-        sae.mi, sae.entropy, ~dead[primary], settings.align_threshold, settings.select_threshold
+    semantics = neuron_semantics(
+        codes,
+        factors,
+        ~dead[primary],
+        align_threshold=settings.align_threshold,
+        select_threshold=settings.select_threshold,
     )
     scalars.update({f"semantics/{k}": v for k, v in semantics.summary().items()})
     normalized = torch.zeros_like(sae.mi)
     normalized[semantics.neurons] = semantics.normalized_mi
-    return EvalResult(scalars, dead, frequency, normalized)
+    alignment = torch.full_like(frequency, math.nan, dtype=torch.float64)
+    alignment[semantics.neurons] = semantics.alignment
+    return EvalResult(scalars, dead, frequency, normalized, alignment)
 
 
 @torch.no_grad()
 def collect_codes(
-    module: pl.LightningModule, batches
+    module: pl.LightningModule, batches, firing: FiringStats | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Run the model in eval mode over (images, factors) batches.
+    """Run the model in eval mode, in fp32, over (images, factors) batches.
 
     Returns mu [N, d_z], codes [N, M], factors [N, K] (all float32/long on the model's device)
     and the first batch's inputs and reconstructions (sigmoid of the logits) for a figure.
+    ``firing``, when given, is updated with every batch's codes. Autocast is switched off, so
+    the metrics see fp32 codes whatever precision training runs in.
     """
     was_training = module.training
     module.eval()
@@ -175,9 +196,12 @@ def collect_codes(
     try:
         for images, f in batches:
             x = module.to_input(images)
-            out = module.model(x)
+            with torch.autocast(x.device.type, enabled=False):
+                out = module.model(x)
             mus.append(out.mu.float())
             codes.append(out.codes.float())
+            if firing is not None:
+                firing.update(codes[-1])
             factors.append(f)
             if first is None:
                 first = (x, torch.sigmoid(out.logits.float()))
@@ -204,7 +228,10 @@ class EvaluationCallback(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
-        mu, codes, factors, x, recon = collect_codes(pl_module, dm.eval_batches(pl_module.device))
+        firing = FiringStats(pl_module.model.sae.width).to(pl_module.device)
+        mu, codes, factors, x, recon = collect_codes(
+            pl_module, dm.eval_batches(pl_module.device), firing
+        )
         window_dead = pl_module.window.dead_mask(self.settings.window)
         result = evaluate_codes(
             mu,
@@ -214,6 +241,7 @@ class EvaluationCallback(pl.Callback):
             self.settings,
             window_dead,
             self.reference_dead,
+            firing.compute(),
         )
         if trainer.current_epoch == self.reference_epoch:
             self.reference_dead = result.dead[self.settings.primary_name].cpu()

@@ -40,6 +40,7 @@ class VAESAEModule(pl.LightningModule):
         beta: float = 1.0,
         alpha: float = 1.0,
         lr: float = 1e-3,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -59,10 +60,17 @@ class VAESAEModule(pl.LightningModule):
         # A buffer, so the window counts are saved in checkpoints with the weights.
         self.window = SamplesSinceFired(width)
 
-    @staticmethod
-    def to_input(images: Tensor) -> Tensor:
-        """uint8 images 0..255 -> float in [0, 1] (the Bernoulli targets)."""
-        return images.float().div_(255.0)
+    def to_input(self, images: Tensor) -> Tensor:
+        """uint8 images 0..255 -> float in [0, 1] (the Bernoulli targets), in the model's layout."""
+        x = images.float().div_(255.0)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:
+            # In place, so checkpoints restore into the same layout.
+            self.model.to(memory_format=torch.channels_last)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, _ = batch

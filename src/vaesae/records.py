@@ -160,10 +160,13 @@ class RunRecorder(pl.Callback):
 
     def write_neurons(self, epoch: int, result: EvalResult, trainer: pl.Trainer) -> None:
         """Per-neuron arrays of one epoch: neurons/epoch_XXX.npz with `frequency` [M],
-        `normalized_mi` [M, K] (0 for neurons dead under the primary rule), `dead_<rule>` [M]
-        and `factor_names` [K]."""
+        `alignment` [M] (`vaesae.metrics.neuron_semantics`; NaN for the units it does not
+        describe: dead under the primary rule, or firing on too few samples), `normalized_mi`
+        [M, K] (0 for those units), `dead_<rule>` [M] and `factor_names` [K]. Unit d is the same
+        neuron in every epoch's file, so the units described at two epochs can be compared."""
         arrays = {
             "frequency": result.frequency.cpu().numpy(),
+            "alignment": result.alignment.cpu().numpy(),
             "normalized_mi": result.normalized_mi.cpu().numpy(),
             "factor_names": np.array(trainer.datamodule.dataset.factor_names),
             **{f"dead_{rule}": mask.cpu().numpy() for rule, mask in result.dead.items()},

@@ -34,6 +34,7 @@ from vaesae.config import (
 from vaesae.data.datamodule import GroundTruthDataModule
 from vaesae.evaluation import EvalSettings, EvaluationCallback
 from vaesae.module import VAESAEModule
+from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.records import LastCheckpoint, RunRecorder
 from vaesae.sparsity import SparsityScheduleCallback
 
@@ -121,6 +122,9 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             resume_from = str(ckpt)
         else:
             log.warning("resume=true but %s does not exist: starting from scratch", ckpt)
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    channels_last = resolve_channels_last(cfg.trainer.channels_last, cfg.trainer.accelerator)
+    meta = {**run_meta(cfg), "precision": precision, "channels_last": channels_last}
     try:
         dm = GroundTruthDataModule(
             cfg.dataset.name,
@@ -146,14 +150,12 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             beta=cfg.loss.beta,
             alpha=cfg.loss.alpha,
             lr=cfg.optim.lr,
+            channels_last=channels_last,
         )
-        controller = {
-            k: cfg.method[k]
-            for k in ("l1_coef_init", "l1_eta", "l1_coef_min", "l1_coef_max")
-            if k in cfg.method
-        }
+        # The L1 controller's settings (conf/method/l1.yaml), checked by the callback.
+        controller = {k: v for k, v in cfg.method.items() if k.startswith("l1_")}
         evaluation = EvaluationCallback(_eval_settings(cfg), reference_epoch(cfg))
-        recorder = RunRecorder(run_dir, run_meta(cfg), evaluation, cfg.metrics.recon_images)
+        recorder = RunRecorder(run_dir, meta, evaluation, cfg.metrics.recon_images)
         callbacks = [
             SparsityScheduleCallback(schedule, cfg.schedule.granularity, **controller),
             evaluation,
@@ -164,7 +166,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             max_epochs=schedule.total_epochs,
             accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices,
-            precision=cfg.trainer.precision,
+            precision=precision,
             logger=_loggers(cfg, run_dir, group) or False,
             callbacks=callbacks,
             enable_checkpointing=False,
@@ -180,7 +182,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
         # summary.json, so the sweep's report lists it.
         write_json(
             run_dir / "summary.json",
-            {**run_meta(cfg), "status": "failed", "error": f"{type(err).__name__}: {err}"},
+            {**meta, "status": "failed", "error": f"{type(err).__name__}: {err}"},
         )
         raise
     write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))

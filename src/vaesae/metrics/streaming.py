@@ -1,4 +1,5 @@
-"""torchmetrics wrappers: accumulate over batches (and processes), compute once per epoch."""
+"""Streaming firing statistics: accumulated over evaluation batches (and summed across processes
+under data parallelism), computed once per epoch. The per-epoch evaluation uses it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
-from vaesae.metrics.dead import DEAD_KINDS, FiringSummary, dead_mask
-from vaesae.metrics.mutual_info import MIGResult, mig
-from vaesae.metrics.semantics import NeuronSemantics, semantics_from_mi
+from vaesae.metrics.dead import FiringSummary
 
 
 class FiringStats(Metric):
@@ -66,83 +64,3 @@ class FiringStats(Metric):
     def frequency(self) -> Tensor:
         """Firing frequency per neuron over all batches so far (float64 [width])."""
         return self.compute().frequency()
-
-
-class CodeMetrics:
-    """What :class:`MIGMetric` computes: ``mig`` (:class:`MIGResult`) and ``semantics``
-    (:class:`NeuronSemantics`, or None when not requested).
-
-    Not a dataclass on purpose: torchmetrics squeezes one-element tensors inside dataclasses
-    returned by ``compute()`` (a single factor's ``per_factor`` would become a scalar).
-    """
-
-    __slots__ = ("mig", "semantics")
-
-    def __init__(self, mig: MIGResult, semantics: NeuronSemantics | None) -> None:
-        self.mig = mig
-        self.semantics = semantics
-
-    def __repr__(self) -> str:
-        return f"CodeMetrics(mig={self.mig.score:.4f}, semantics={self.semantics is not None})"
-
-
-class MIGMetric(Metric):
-    """Collects codes [B, D] and integer factors [B, K] over batches; ``compute()`` gives MIG and,
-    if ``with_semantics``, the per-neuron semantics of the alive neurons, as a :class:`CodeMetrics`.
-
-    Alive neurons are those not dead under rule ``dead_kind`` / ``dead_value`` (see
-    :func:`vaesae.metrics.dead_mask`) over the collected codes; the MI matrix is computed once and
-    shared by both results. Equal to :func:`vaesae.metrics.mig` and
-    :func:`vaesae.metrics.neuron_semantics` on the concatenation of all batches.
-    """
-
-    full_state_update = False
-    higher_is_better = True
-    is_differentiable = False
-
-    codes: list[Tensor]
-    factors: list[Tensor]
-
-    def __init__(
-        self,
-        num_bins: int = 20,
-        with_semantics: bool = True,
-        dead_kind: str = "never",
-        dead_value: float = 0.0,
-        align_threshold: float = 0.1,
-        select_threshold: float = 0.05,
-        **kwargs: Any,
-    ) -> None:
-        if dead_kind not in DEAD_KINDS:
-            raise ValueError(
-                f"unknown dead-neuron rule {dead_kind!r}; valid kinds: {', '.join(DEAD_KINDS)}"
-            )
-        super().__init__(**kwargs)
-        self.num_bins = num_bins
-        self.with_semantics = with_semantics
-        self.dead_kind = dead_kind
-        self.dead_value = dead_value
-        self.align_threshold = align_threshold
-        self.select_threshold = select_threshold
-        self.add_state("codes", [], dist_reduce_fx="cat")
-        self.add_state("factors", [], dist_reduce_fx="cat")
-
-    def update(self, codes: Tensor, factors: Tensor) -> None:
-        if codes.dim() != 2 or factors.dim() != 2 or codes.shape[0] != factors.shape[0]:
-            raise ValueError(
-                "expected codes [B, D] and factors [B, K] with the same B, got "
-                f"{tuple(codes.shape)} and {tuple(factors.shape)}"
-            )
-        self.codes.append(codes.detach())
-        self.factors.append(factors.detach())
-
-    def compute(self) -> CodeMetrics:
-        codes, factors = dim_zero_cat(self.codes), dim_zero_cat(self.factors)
-        result = mig(codes, factors, self.num_bins)
-        semantics = None
-        if self.with_semantics:
-            alive = ~dead_mask(codes, self.dead_kind, self.dead_value)
-            semantics = semantics_from_mi(
-                result.mi, result.entropy, alive, self.align_threshold, self.select_threshold
-            )
-        return CodeMetrics(result, semantics)
