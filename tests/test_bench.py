@@ -1,0 +1,21 @@
+"""The benchmark's training section runs end to end and writes the contract's keys (no timing is
+asserted: speed is measured by `make bench`, not by tests)."""
+
+from __future__ import annotations
+
+import json
+
+from vaesae import bench
+
+
+def test_training_section_writes_the_contract_keys(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "EVAL_SIZE", 500)
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(bench, "SECTIONS", {"training": lambda: bench.training_section(6, 2, 16)})
+    bench.main(["--only", "training", "--json", str(out), "--threads", "1"])
+    figures = json.loads(out.read_text())
+    for key in ("naive_fp32_img_per_s", "fast_img_per_s", "train_img_per_s", "plain_img_per_s"):
+        assert figures[key] > 0, key
+    assert figures["plain_img_per_s"] == figures["fast_img_per_s"]
+    assert figures["lightning_vs_plain"] == figures["train_img_per_s"] / figures["plain_img_per_s"]
+    assert 0 <= figures["data_fraction_of_step"] < 1
