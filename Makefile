@@ -34,10 +34,11 @@ demo: $(STAMP)
 	$(BIN)/python -m vaesae.report $(DEMO_DIR) --out $(DEMO_DIR)/report
 	@echo "report: $(DEMO_DIR)/report/report.md"
 
-# make report SWEEP=outputs/multirun/<date> [REPORT_DIR=...]  (default: $(SWEEP)/report)
+# make report SWEEP=outputs/multirun/<date> [REPORT_DIR=...] [RULE=freq1e-3]  (default: $(SWEEP)/report)
+RULE ?=
 report: $(STAMP)
-	@test -n "$(SWEEP)" || { echo "usage: make report SWEEP=<sweep dir> [REPORT_DIR=<out dir>]"; exit 2; }
-	$(BIN)/python -m vaesae.report $(SWEEP) --out $(or $(REPORT_DIR),$(SWEEP)/report)
+	@test -n "$(SWEEP)" || { echo "usage: make report SWEEP=<sweep dir> [REPORT_DIR=<out dir>] [RULE=<dead rule>]"; exit 2; }
+	$(BIN)/python -m vaesae.report $(SWEEP) --out $(or $(REPORT_DIR),$(SWEEP)/report) $(if $(RULE),--rule $(RULE))
 
 # The paper protocol (12 runs x 150 full-size epochs; see README for the cost), then its report.
 # Extra Hydra overrides go in REPRO_ARGS, e.g.

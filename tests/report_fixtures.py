@@ -19,6 +19,11 @@ FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
 WIDTH = 20
 TOTAL_EPOCHS = 4
 REFERENCE_EPOCH = 2
+K_END = 50
+EVAL_SIZE = 10_000
+# Every rule's dead rate is the `never` curve times a factor: `never` is the primary rule, the
+# others differ from it wherever a neuron is dead (so each is independent evidence).
+RULE_FACTORS = {"never": 1.0, "magnitude": 1.05, "window": 0.9}
 
 
 def write_run(
@@ -34,10 +39,22 @@ def write_run(
     align_ref: float = 0.20,
     status: str = "completed",
     epochs: int = TOTAL_EPOCHS,
+    *,
+    l0_ref: float = K_END,
+    eval_size: int | None = EVAL_SIZE,
+    extra_rules: dict[str, float] | None = None,
+    reference_epoch: int = REFERENCE_EPOCH,
+    k_last_ref: float | None = None,
 ) -> Path:
-    """A run whose dead rate (every rule) climbs 0 -> dead_ref at REFERENCE_EPOCH, then ends at
-    dead_final; MIG and alignment go start -> ref and stay. Per-neuron arrays at every epoch."""
+    """A run whose dead rate climbs 0 -> dead_ref at REFERENCE_EPOCH, then ends at dead_final,
+    under every rule scaled by RULE_FACTORS (and `extra_rules`, name -> factor); MIG and
+    alignment go start -> ref and stay. k reaches K_END at REFERENCE_EPOCH; the achieved
+    `eval/l0` follows k, and is `l0_ref` from then on; every alive unit's `alignment` is the
+    run's (NaN for dead units). summary.json names `reference_epoch` as
+    the k_end epoch, whose `sparsity/k_last` is `k_last_ref` (default: that epoch's k).
+    Per-neuron arrays (every rule's dead mask) at every epoch."""
     dead_final = dead_ref if dead_final is None else dead_final
+    factors = {**RULE_FACTORS, **(extra_rules or {})}
     run = sweep / f"{method}-{dataset}-s{seed}-never"
     run.mkdir(parents=True)
     dead = np.interp(
@@ -46,13 +63,17 @@ def write_run(
     rows = []
     for epoch in range(epochs):
         after = epoch >= REFERENCE_EPOCH
+        k = 500 - (500 - K_END) * min(epoch, REFERENCE_EPOCH) / REFERENCE_EPOCH
+        rates = {rule: min(1.0, f * dead[epoch]) for rule, f in factors.items()}
         row = {
             "epoch": epoch,
-            "sparsity/k": 500 - 450 * min(epoch, REFERENCE_EPOCH) / REFERENCE_EPOCH,
-            "dead/never": dead[epoch],
-            "dead/magnitude": dead[epoch],
-            "dead/window": dead[epoch],
-            "dead/primary": dead[epoch],
+            "sparsity/k": k,
+            "sparsity/k_last": k_last_ref
+            if k_last_ref is not None and epoch == reference_epoch
+            else k,
+            "eval/l0": l0_ref if after else k,
+            **{f"dead/{rule}": rate for rule, rate in rates.items()},
+            "dead/primary": rates["never"],
             "mig/latent": mig_ref if after else mig_start,
             "mig/sae": 0.05,
             "neurons/revived": float(round(WIDTH * max(dead_ref - dead[epoch], 0)))
@@ -69,14 +90,16 @@ def write_run(
         rows.append(row)
         nmi = np.zeros((WIDTH, len(FACTORS)))
         nmi[:, 0] = 0.5  # every alive neuron aligned with `shape`: the other factors uncovered
-        dead_mask = np.arange(WIDTH) < round(WIDTH * dead[epoch])
+        masks = {rule: np.arange(WIDTH) < round(WIDTH * rate) for rule, rate in rates.items()}
+        dead_mask = masks["never"]
         nmi[dead_mask] = 0
         (run / "neurons").mkdir(exist_ok=True)
         np.savez(
             run / "neurons" / f"epoch_{epoch:03d}.npz",
             frequency=np.where(dead_mask, 0.0, 0.1),
+            alignment=np.where(dead_mask, np.nan, align_ref if after else align_start),
             normalized_mi=nmi,
-            dead_never=dead_mask,
+            **{f"dead_{rule}": mask for rule, mask in masks.items()},
             factor_names=np.array(FACTORS),
         )
     with open(run / "metrics.csv", "w", newline="") as fh:
@@ -91,8 +114,8 @@ def write_run(
         "threshold": "never",
         "schedule": "linear",
         "k_start": 500,
-        "k_end": 50,
-        "reference_epoch": REFERENCE_EPOCH,
+        "k_end": K_END,
+        "reference_epoch": reference_epoch,
         "total_epochs": TOTAL_EPOCHS,
         "status": status,
         "epochs_completed": epochs,
@@ -105,6 +128,7 @@ def write_run(
         "method": {"name": method},
         "dataset": {"name": dataset},
         "model": {"width": WIDTH},
+        "data": {"eval_size": eval_size},
     }
     (run / "config.json").write_text(json.dumps(config))
     return run

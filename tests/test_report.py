@@ -8,20 +8,16 @@ import math
 
 import numpy as np
 import pytest
-from report_fixtures import write_run
+from report_fixtures import WIDTH, write_run
 from scipy import stats
 
 from vaesae.report import evaluate_claims, load_sweep
 from vaesae.report.__main__ import main
-from vaesae.report.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+from vaesae.report.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, rule_exclusions
 from vaesae.report.document import rules_of
-from vaesae.report.stats import (
-    bootstrap_mean_ci,
-    bootstrap_ratio_ci,
-    mean_std,
-    paired_test,
-    welch_test,
-)
+from vaesae.report.figures import dead_vs_epoch, dead_vs_k
+from vaesae.report.loading import L0_TOLERANCE, RuleError
+from vaesae.report.stats import mean_std, paired_test, welch_test
 
 # Dead rate at k_end per seed: dSprites / Shapes3D for Top-k and L1.
 TOPK_D, TOPK_S = [0.34, 0.344, 0.348], [0.60, 0.62, 0.64]
@@ -48,17 +44,9 @@ def table_row(text: str, section: str, first_cell: str) -> list[str]:
     raise AssertionError(f"no row {first_cell!r}")
 
 
-def test_mean_std_and_bootstrap_are_the_stated_formulas():
+def test_mean_std_is_the_stated_formula():
     assert mean_std([1.0, 2.0, 3.0, math.nan]) == (2.0, 1.0, 3)
     assert math.isnan(mean_std([5.0])[1])
-    ci = bootstrap_mean_ci([0.0, 1.0, 2.0, 3.0])
-    assert ci.estimate == 1.5 and 0.0 <= ci.low < 1.5 < ci.high <= 3.0
-    assert bootstrap_mean_ci([0.0, 1.0, 2.0, 3.0]) == ci  # seeded: reproducible to the digit
-    assert bootstrap_mean_ci([0.2, 0.2]).low == pytest.approx(0.2)
-    assert not bootstrap_mean_ci([0.2]).defined
-    ratio = bootstrap_ratio_ci([2.0, 2.2, 1.8], [1.0, 1.1, 0.9])
-    assert ratio.estimate == pytest.approx(2.0) and ratio.low < 2.0 < ratio.high
-    assert not bootstrap_ratio_ci([1.0, 2.0], [0.0, 0.0]).defined  # unbounded ratio
 
 
 def test_tests_match_scipy():
@@ -90,7 +78,8 @@ def test_synthetic_sweep_gives_known_tables_and_verdicts(tmp_path):
         "41.7 ± 4.4",
         "40.0 ± 0.0",
     ]
-    assert table_row(text, "## 3.", "topk")[4:6] == ["1.80× [1.74, 1.86]", "1.8×"]
+    # Fieller–Welch: Welch df 2.5 at the estimate, t = 3.6 (worked by hand).
+    assert table_row(text, "## 3.", "topk")[4:6] == ["1.80× [1.68, 1.93]", "1.8×"]
 
     groups = load_sweep(sweep).conditions()
     claims = {(c.claim, c.scope): c for c in evaluate_claims(groups, ["never", "magnitude"])}
@@ -191,3 +180,165 @@ def test_missing_sweep_dir_is_a_clear_error(tmp_path, capsys):
         main([str(tmp_path / "nope")])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def section(text: str, heading: str) -> str:
+    """The body of the report section whose heading starts with `heading` (e.g. '## 1.')."""
+    return text.split(f"\n{heading}", 1)[1].split("\n## ", 1)[0]
+
+
+def test_reference_epoch_without_a_row_or_not_at_k_end_is_excluded_and_listed(tmp_path):
+    sweep = paper_like_sweep(tmp_path / "sweep")
+    write_run(sweep, "dsprites", "topk", 8, 0.99, reference_epoch=7)  # no row for epoch 7
+    write_run(sweep, "dsprites", "topk", 9, 0.99, k_last_ref=95.0)  # k_end epoch at k = 95
+    text = main([str(sweep), "--out", str(tmp_path / "out")]).read_text()  # no KeyError
+    excluded = text.split("Excluded from every statistic:")[1].split("## ")[0]
+    assert (
+        "| topk-dsprites-s8-never | completed | metrics.csv has no row for reference_epoch 7"
+        in (excluded)
+    )
+    assert "sparsity/k_last = 95 at reference_epoch 2, not k_end = 50" in excluded
+    assert table_row(text, "## 1.", "dsprites / topk")[1:3] == ["3", "34.4 ± 0.4"]
+    # The same runs without the k_last column (older runs) are checked for the row only.
+    loaded = load_sweep(sweep)
+    assert {r.name for r in loaded.excluded} == {"topk-dsprites-s8-never", "topk-dsprites-s9-never"}
+
+
+def test_runs_not_at_k_are_flagged_everywhere_and_left_out_of_l1_vs_topk(tmp_path):
+    sweep = paper_like_sweep(tmp_path / "sweep")
+    assert L0_TOLERANCE == 0.1
+    off = 56.0  # active codes at k = 50: 12 % off
+    write_run(sweep, "dsprites", "l1", 3, 0.90, l0_ref=off)
+    write_run(sweep, "shapes3d", "l1", 3, 0.91, l0_ref=55.0)  # 10 % off: still at k
+    text = main([str(sweep), "--out", str(tmp_path / "out")]).read_text()
+
+    runs = {r.name: r for r in load_sweep(sweep).included}
+    assert runs["l1-dsprites-s3-never"].not_at_k and not runs["l1-shapes3d-s3-never"].not_at_k
+    assert "| l1-dsprites-s3-never | dsprites / l1 | 50 | 56.0 | +12% |" in section(text, "## Runs")
+    for heading in ("## Runs", "## 1.", "## 2.", "## 4.", "## 5.", "## 6."):
+        body = section(text, heading)
+        assert "| dsprites / l1 † |" in body and "| dsprites / topk |" in body, heading
+        assert "† marks rows that include runs *not at k*" in body, heading
+    assert table_row(text, "## 3.", "l1 †")[1] == "4 / 4"
+    assert table_row(text, "## 3.", "topk")[1] == "3 / 3"
+    assert "| dead rate at k_end = 41.7 ± 4.4 % | dsprites / l1 † |" in text
+    # Still averaged in (0.90 among 0.50, 0.52, 0.54) ...
+    assert table_row(text, "## 1.", "dsprites / l1 †")[1:3] == ["4", "61.5 ± 19.1"]
+    # ... but not compared with Top-k: the Welch test runs on the 3 runs at k.
+    claims = {(c.claim, c.scope): c for c in evaluate_claims(load_sweep(sweep).conditions(), [])}
+    l1_vs_topk = claims[("L1 collapses at least as much as Top-k (Welch t-test)", "dsprites")]
+    welch = stats.ttest_ind(L1_D, TOPK_D, equal_var=False)
+    assert l1_vs_topk.n == "3 / 3" and f"p = {welch.pvalue:.3g}" in l1_vs_topk.statistic
+    assert "not at k: l1-dsprites-s3-never" in l1_vs_topk.statistic
+    assert claims[("L1 collapses at least as much as Top-k (Welch t-test)", "shapes3d")].n == (
+        "4 / 3"
+    )
+    with open(tmp_path / "out" / "summary.csv", newline="") as fh:
+        rows = {r["run"]: r for r in csv.DictReader(fh)}
+    assert rows["l1-dsprites-s3-never"]["not_at_k"] == "True"
+    assert float(rows["l1-dsprites-s3-never"]["eval/l0@ref"]) == off
+    assert rows["l1-dsprites-s0-never"]["not_at_k"] == "False"
+
+
+def test_rule_option_makes_a_logged_rule_primary_everywhere(tmp_path, capsys):
+    sweep = paper_like_sweep(tmp_path / "sweep")
+    default = main([str(sweep), "--out", str(tmp_path / "default")]).read_text()
+    text = main([str(sweep), "--out", str(tmp_path / "out"), "--rule", "magnitude"]).read_text()
+    assert "## 1. Dead neurons at k_end (primary rule: magnitude)" in text
+    assert "`magnitude` for every run, chosen with `--rule magnitude`" in text
+    assert "primary rule: never" in default and "each run's own `threshold`" in default
+    # Magnitude is 1.05 × never in the fixture: every table and claim follows it.
+    assert table_row(text, "## 1.", "dsprites / l1")[2] == "54.6 ± 2.1"
+    assert table_row(text, "## 2.", "dsprites / l1")[3].split(" → ")[1] == "54.6 ± 2.1"
+    assert "ours 54.6 %" in text
+    # Revived neurons are recounted under magnitude from the per-neuron arrays.
+    revived = [
+        round(WIDTH * (1.05 * d)) - round(WIDTH * (1.05 * (d - drop)))
+        for d, drop in zip(L1_D, L1_D_DROP, strict=True)
+    ]
+    assert table_row(text, "## 4.", "dsprites / l1")[7] == f"{np.mean(revived):.1f} ± " + (
+        f"{np.std(revived, ddof=1):.1f}"
+    )
+    with open(tmp_path / "out" / "summary.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["run"] == "l1-dsprites-s1-never")
+    assert row["primary_rule"] == "magnitude"
+    assert float(row["dead/primary@ref"]) == float(row["dead/magnitude@ref"])
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(sweep), "--rule", "freq1e-3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "rule 'freq1e-3'" in err and "valid names: never, magnitude, window" in err
+
+
+def test_rules_that_are_never_in_disguise_do_not_count_for_the_collapse_claim(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1, 2):
+        for dataset, method, dead in (("dsprites", "topk", 0.34), ("dsprites", "l1", 0.5)):
+            # freq1e-4 at N = 10,000: N·τ = 1, `never` by construction (an old run logged it).
+            # freq1e-3 equals `never` in fact for Top-k, not for L1.
+            extra = {"freq1e-4": 1.0, "freq1e-3": 1.0 if method == "topk" else 1.2}
+            write_run(sweep, dataset, method, seed, dead, extra_rules=extra)
+    text = main([str(sweep), "--out", str(tmp_path / "out")]).read_text()
+    groups = load_sweep(sweep).conditions()
+    rules = rules_of(load_sweep(sweep).included)
+    assert rules == ["never", "magnitude", "window", "freq1e-4", "freq1e-3"]
+    claims = {c.claim.split("`")[1]: c for c in evaluate_claims(groups, rules) if "rule" in c.claim}
+    assert "freq1e-4" not in claims  # no condition left: no claim at all
+    assert claims["freq1e-3"].scope == "1 of 2 conditions" and claims["freq1e-3"].n == "3"
+    assert claims["magnitude"].scope == "all 2 conditions"
+    verdicts = section(text, "## Verdicts")
+    assert "- `freq1e-4` in every condition: N · τ = 10000 × 0.0001 ≤ 1" in verdicts
+    assert (
+        "- `freq1e-3` in dsprites / topk: its dead rate equals `dead/never` at every epoch of "
+        "every run." in verdicts
+    )
+    with pytest.raises(RuleError, match="coincides with 'never' at eval size 10000"):
+        load_sweep(sweep, rule="freq1e-4")
+    # At N = 20,000 freq1e-4 is a real rule, here flagged only because it equals `never`.
+    other = tmp_path / "big"
+    for seed in (0, 1):
+        write_run(other, "dsprites", "topk", seed, 0.3, eval_size=20_000, extra_rules=extra)
+    assert load_sweep(other, rule="freq1e-4").rule == "freq1e-4"
+    groups = load_sweep(other).conditions()
+    assert rule_exclusions(groups, ["never", "freq1e-4"]) == {
+        "freq1e-4": {
+            (
+                "dsprites",
+                "topk",
+                "",
+            ): "its dead rate equals `dead/never` at every epoch of every run"
+        }
+    }
+
+
+def test_a_run_reached_twice_is_counted_once(tmp_path):
+    sweep = paper_like_sweep(tmp_path / "sweep")
+    inner = tmp_path / "sweep" / "nested"
+    write_run(inner, "dsprites", "topk", 5, 0.346)
+    (tmp_path / "sweep" / "link").symlink_to(inner / "topk-dsprites-s5-never")
+    loaded = load_sweep(sweep, inner, sweep)
+    assert len(loaded.runs) == 13 and loaded.duplicates == 1 + 1 + 14  # link, inner, sweep again
+    assert [r.seed for r in loaded.conditions()[("dsprites", "topk", "")]] == [0, 1, 2, 5]
+    text = main([str(sweep), str(inner), "--out", str(tmp_path / "out")]).read_text()
+    assert "Runs found: 13 (2 more reached again through overlapping sweep folders" in text
+    assert table_row(text, "## Runs", "dsprites / topk")[1:3] == ["4", "0, 1, 2, 5"]
+    with open(tmp_path / "out" / "summary.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 13
+
+
+def test_figures_show_the_sample_std(tmp_path):
+    """Error bars and bands are ±1 sample std (n − 1) over seeds, as in the tables; with n = 3
+    the population std (n) is 18 % smaller."""
+    groups = load_sweep(paper_like_sweep(tmp_path / "sweep")).conditions()
+    dead = 100 * np.array(TOPK_S)  # shapes3d / topk at k_end and after the hold
+    sample, population = np.std(dead, ddof=1), np.std(dead, ddof=0)
+    assert sample == pytest.approx(2.0) and population < 0.9 * sample
+    ax = dead_vs_k(groups).axes[1]  # shapes3d: topk then l1
+    (_, _, (bars,)) = ax.containers[0]
+    (low, high) = bars.get_segments()[0][:, 1]
+    assert (high - low) / 2 == pytest.approx(sample)
+    ax = dead_vs_epoch(groups).axes[1]
+    band = ax.collections[0].get_paths()[0].vertices  # topk's band: upper and lower edge
+    at_ref = band[np.isclose(band[:, 0], 2)][:, 1]
+    assert at_ref.max() - at_ref.min() == pytest.approx(2 * sample)

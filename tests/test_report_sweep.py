@@ -3,6 +3,8 @@ project's launcher configs."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hydra import compose, initialize_config_dir
 from report_fixtures import smoke_sweeps
@@ -36,7 +38,11 @@ def test_report_reads_joblib_and_submitit_local_sweeps(tmp_path_factory, tmp_pat
             f"topk-dsprites-s{seed}-never",
         ], [(r.name, r.problem) for r in sweep.runs]
         assert not sweep.excluded
-        assert all(r.final_epoch == 1 and r.reference_epoch == 0 for r in sweep.included)
+        # 2 steps per epoch: the k_end epoch is the schedule's last one or the hold epoch.
+        assert all(r.final_epoch == 1 and r.reference_epoch in (0, 1) for r in sweep.included)
+        for run in sweep.included:
+            k_last = run.value("sparsity/k_last", run.reference_epoch)
+            assert math.isnan(k_last) or k_last == run.k_end  # NaN where not logged
 
     # Both sweeps together: 2 seeds per condition, so the tests run on real numbers.
     out = tmp_path / "report"
@@ -44,7 +50,13 @@ def test_report_reads_joblib_and_submitit_local_sweeps(tmp_path_factory, tmp_pat
     text = text.read_text()
     positions = [text.index(s) for s in SECTIONS]
     assert positions == sorted(positions)
-    assert "| dsprites / topk | 2 | 0, 1 |" in text and "| dsprites / l1 | 2 | 0, 1 |" in text
+    both = load_sweep(sweeps["joblib"], sweeps["submitit_local"])
+    for cond, runs in both.conditions().items():
+        mark = " †" if any(r.not_at_k for r in runs) else ""  # L0 more than 10 % off k_end
+        assert f"| {cond.label}{mark} | 2 | 0, 1 |" in text
+        for run in runs:
+            assert not math.isnan(run.l0_at_k_end)  # eval/l0 is logged
+            assert (f"| {run.name} | {cond.label} |" in text) == run.not_at_k
     assert "| L1 collapses at least as much as Top-k (Welch t-test) | dsprites |" in text
     assert "Differs from the paper's protocol" in text
     assert "Fewer than 2 seeds" not in text
@@ -53,6 +65,13 @@ def test_report_reads_joblib_and_submitit_local_sweeps(tmp_path_factory, tmp_pat
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
     rows = (out / "summary.csv").read_text().splitlines()
     assert len(rows) == 5 and rows[0].startswith("run,dataset,method,seed")
+
+    # The same runs under another logged rule; the parent folder reaches every run again.
+    parent = sweeps["joblib"].parent
+    text = main([str(parent), str(sweeps["joblib"]), "--out", str(out), "--rule", "magnitude"])
+    text = text.read_text()
+    assert "## 1. Dead neurons at k_end (primary rule: magnitude)" in text
+    assert "Runs found: 4 (2 more reached again through overlapping sweep folders" in text
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "submitit_slurm", "slurm_gpu"])

@@ -2,7 +2,8 @@
 figures.
 
 - `loading`: run directories, their status and the conditions seeds are averaged over;
-- `stats`: mean/std, bootstrap CIs, Welch and paired t-tests (pure functions);
+- `stats`: mean/std, Student-t, paired-t and Fieller intervals, Welch and paired t-tests (pure
+  functions);
 - `claims`: the paper's claims with explicit verdict rules;
 - `tables`, `figures`, `document`: the report's parts and the writer.
 """

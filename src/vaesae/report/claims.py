@@ -1,29 +1,36 @@
 """The paper's claims, each tested on the sweep with an explicit verdict rule.
 
 Verdicts are "supported", "not supported" or "inconclusive" (under this sweep's protocol), at
-level ALPHA = 0.05 and with 95 % bootstrap CIs over seeds (`vaesae.report.stats`). Rules:
+level ALPHA = 0.05 and with 95 % t intervals over seeds (`vaesae.report.stats`: Student-t for a
+mean, paired t for per-seed differences, Fieller–Welch for a ratio). "Primary rule" is each run's
+own rule, or the one chosen with `--rule`. Rules:
 
 - dead rate matches the paper (per dataset × method): supported when the paper's mean lies inside
-  our CI of the mean dead rate at k_end (primary rule), not supported when outside.
-- L1 collapses at least as much as Top-k (per dataset): Welch t-test L1 vs Top-k at k_end;
-  supported when L1 is higher with p < ALPHA, not supported when L1 is lower with p < ALPHA,
-  otherwise inconclusive (no detectable difference is not evidence of equality).
-- collapse grows with complexity (per method): CI of the Shapes3D / dSprites ratio of mean dead
-  rates; supported when its low end > 1, not supported when its high end < 1.
+  our Student-t CI of the mean dead rate at k_end (primary rule), not supported when outside.
+- L1 collapses at least as much as Top-k (per dataset): Welch t-test L1 vs Top-k at k_end, over
+  the runs *at k* only (`Run.not_at_k`: a run whose achieved L0 is not k_end compares another
+  sparsity); supported when L1 is higher with p < ALPHA, not supported when L1 is lower with
+  p < ALPHA, otherwise inconclusive (no detectable difference is not evidence of equality).
+- collapse grows with complexity (per method): Fieller–Welch CI of the Shapes3D / dSprites ratio
+  of mean dead rates; supported when its low end > 1, not supported when its high end < 1.
 - the ratio equals the paper's 1.8× / 2.2×: supported when the paper's ratio is inside the CI.
 - extended training revives nothing (per dataset × method): drop = dead(k_end) − dead(final),
-  per seed; supported when the CI's high end < REVIVAL_MARGIN (any recovery is below one
+  per seed; supported when the paired-t CI's high end < REVIVAL_MARGIN (any recovery is below one
   percentage point of the width), not supported when the paired t-test gives p < ALPHA with a
   mean drop > REVIVAL_MARGIN, otherwise inconclusive. Needs hold epochs.
 - MIG stays stable (per dataset × method): change = mig/latent(k_end) − mig/latent(epoch 0);
-  supported when the CI's low end > −MIG_MARGIN (MIG falls by less than 0.05), not supported when
-  its high end < −MIG_MARGIN; a rise is reported but never counts against stability.
+  supported when the paired-t CI's low end > −MIG_MARGIN (MIG falls by less than 0.05), not
+  supported when its high end < −MIG_MARGIN; a rise is reported but never counts against it.
 - the collapse holds under every dead-neuron rule (per rule): rise = dead(k_end) − dead(epoch 0);
-  supported when the CI's low end > 0 in every condition, not supported when some condition's
-  CI high end is ≤ 0 (no rise at all under that rule); inconclusive for the `window` rule when
-  fewer than `metrics.window` training samples had been seen by k_end (it cannot flag anyone).
-- surviving neurons lose factor semantics (per dataset × method, the referee's test):
-  fall = mean alignment of alive neurons at epoch 0 − at k_end; supported when the CI's low end
+  supported when the paired-t CI's low end > 0 in every condition, not supported when some
+  condition's CI high end is ≤ 0 (no rise at all under that rule); inconclusive for the `window`
+  rule when fewer than `metrics.window` training samples had been seen by k_end (it cannot flag
+  anyone). A condition does not count for a rule that is `never` in disguise there
+  (`rule_exclusions`): a frequency rule with N · tau <= 1 (N = `data.eval_size`), or a rule whose
+  dead rate equals `dead/never` at every epoch of every run of the condition.
+- surviving neurons lose factor semantics (per dataset × method, the referee's test): per seed,
+  fall = mean alignment at epoch 0 − at k_end of the same units, those described at both epochs
+  (`loading.survivor_alignment`); supported when the Student-t CI of the mean fall has its low end
   > 0, not supported when its high end < 0.
 Every rule answers "inconclusive" with fewer than 2 seeds (a CI or test needs n ≥ 2).
 """
@@ -35,14 +42,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vaesae.report.loading import Condition, Run, flatten_config, values
+from vaesae.report.loading import (
+    NOT_AT_K_MARK,
+    Condition,
+    Run,
+    flatten_config,
+    frequency_tau,
+    run_survivor_alignment,
+    values,
+)
 from vaesae.report.paper import PAPER_DEAD_PCT, PAPER_RATIO
 from vaesae.report.stats import (
     Interval,
     TestResult,
-    bootstrap_mean_ci,
-    bootstrap_ratio_ci,
+    mean_ci,
+    paired_diff_ci,
     paired_test,
+    ratio_ci,
     welch_test,
 )
 
@@ -58,6 +74,7 @@ __all__ = [
     "verdict_above",
     "verdict_greater",
     "verdict_no_recovery",
+    "rule_exclusions",
     "evaluate_claims",
 ]
 
@@ -125,6 +142,10 @@ def _pp(ci: Interval) -> str:
     return f"{100 * ci.estimate:+.1f} pp [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}]"
 
 
+def _pp_value(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:+.1f} pp"
+
+
 def _p(test: TestResult) -> str:
     return (
         "p n/a" if math.isnan(test.p_value) else f"t = {test.statistic:.2f}, p = {test.p_value:.3g}"
@@ -137,7 +158,7 @@ def _dead_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
         paper = PAPER_DEAD_PCT.get((cond.dataset, cond.method))
         if paper is None:
             continue
-        ci = bootstrap_mean_ci(values(runs, "dead/primary", "reference"))
+        ci = mean_ci(values(runs, "dead/primary", "reference"))
         span = f"[{_pct(ci.low)}, {_pct(ci.high)}]" if ci.defined else "(no CI)"
         out.append(
             Claim(
@@ -170,16 +191,21 @@ def _pairs(
 
 
 def _method_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
+    """L1 vs Top-k over the runs at k: a run whose L0 missed k_end is left out (named)."""
     out = []
     for _, scope, l1, topk in _pairs(groups, "method"):
-        a = values(l1, "dead/primary", "reference")
-        b = values(topk, "dead/primary", "reference")
+        a = values([r for r in l1 if not r.not_at_k], "dead/primary", "reference")
+        b = values([r for r in topk if not r.not_at_k], "dead/primary", "reference")
         test = welch_test(a, b)
+        off = [r.name for r in (*l1, *topk) if r.not_at_k]
+        text = f"L1 − Top-k = {_pp_value(test.difference)}, {_p(test)}"
+        if off:
+            text += f"; left out, not at k: {', '.join(off)}"
         out.append(
             Claim(
                 "L1 collapses at least as much as Top-k (Welch t-test)",
                 scope,
-                f"L1 − Top-k = {100 * test.difference:+.1f} pp, {_p(test)}",
+                text,
                 f"{test.n[0]} / {test.n[1]}",
                 verdict_greater(test),
             )
@@ -190,7 +216,7 @@ def _method_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
 def _ratio_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
     out = []
     for method, scope, shapes, dsprites in _pairs(groups, "dataset"):
-        ratio = bootstrap_ratio_ci(
+        ratio = ratio_ci(
             values(shapes, "dead/primary", "reference"),
             values(dsprites, "dead/primary", "reference"),
         )
@@ -198,6 +224,8 @@ def _ratio_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
             f" [{ratio.low:.2f}, {ratio.high:.2f}]" if ratio.defined else " (no CI)"
         )
         n = f"{len(dsprites)} / {len(shapes)}"
+        if any(r.not_at_k for r in (*shapes, *dsprites)):
+            scope += f" {NOT_AT_K_MARK}"
         out.append(
             Claim(
                 "Shapes3D collapses more than dSprites", scope, text, n, verdict_above(ratio, 1.0)
@@ -235,7 +263,7 @@ def _recovery_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
                 )
             )
             continue
-        drop = bootstrap_mean_ci(ref - final)
+        drop = paired_diff_ci(ref, final)
         test = paired_test(ref, final)
         out.append(
             Claim(
@@ -253,8 +281,8 @@ def _recovery_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
 def _mig_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
     out = []
     for cond, runs in groups.items():
-        change = bootstrap_mean_ci(
-            values(runs, "mig/latent", "reference") - values(runs, "mig/latent", "start")
+        change = paired_diff_ci(
+            values(runs, "mig/latent", "reference"), values(runs, "mig/latent", "start")
         )
         span = f" [{change.low:+.3f}, {change.high:+.3f}]" if change.defined else " (no CI)"
         out.append(
@@ -280,20 +308,57 @@ def _window_too_long(runs: list[Run]) -> bool:
     return False
 
 
+def _equals_never(run: Run, rule: str) -> bool:
+    """The rule's dead rate equals `dead/never` at every epoch (both logged, or both missing)."""
+    a, b = run.series(f"dead/{rule}"), run.series("dead/never")
+    same = np.isclose(a, b, rtol=0.0, atol=1e-12) | (np.isnan(a) & np.isnan(b))
+    return bool(same.all())
+
+
+def rule_exclusions(
+    groups: dict[Condition, list[Run]], rules: list[str]
+) -> dict[str, dict[Condition, str]]:
+    """{rule: {condition: why}} for the conditions in which a rule other than `never` cannot be
+    independent evidence of collapse, because it flags the same neurons as `never`:
+
+    - by construction: a frequency rule (fires on < tau of the N evaluation samples) with
+      N · tau <= 1, where one firing already meets tau (N = `data.eval_size` of a run);
+    - in fact: the rule's dead rate equals `dead/never` at every epoch of every run."""
+    out: dict[str, dict[Condition, str]] = {}
+    for rule in rules:
+        if rule == "never":
+            continue
+        reasons = {}
+        for cond, runs in groups.items():
+            sizes = sorted({r.eval_size for r in runs if r.never_by_construction(rule)})
+            if sizes:
+                reasons[cond] = (
+                    f"N · τ = {', '.join(map(str, sizes))} × {float(frequency_tau(rule)):g} ≤ 1: "
+                    "one firing already meets τ, so it flags exactly the never-firing neurons"
+                )
+            elif all(_equals_never(r, rule) for r in runs):
+                reasons[cond] = "its dead rate equals `dead/never` at every epoch of every run"
+        if reasons:
+            out[rule] = reasons
+    return out
+
+
 def _rule_claims(groups: dict[Condition, list[Run]], rules: list[str]) -> list[Claim]:
     out = []
+    excluded = rule_exclusions(groups, rules)
     for rule in rules:
         column = f"dead/{rule}"
         claim = f"collapse holds under rule `{rule}` (dead rate rises from epoch 0 to k_end)"
-        if rule == "window" and any(_window_too_long(runs) for runs in groups.values()):
+        counted = {c: runs for c, runs in groups.items() if c not in excluded.get(rule, {})}
+        if not counted:
+            continue  # `never` in every condition: listed under the verdicts, no evidence
+        if rule == "window" and any(_window_too_long(runs) for runs in counted.values()):
             text = "`metrics.window` exceeds the training samples seen by k_end"
-            out.append(Claim(claim, f"all {len(groups)} conditions", text, "–", INCONCLUSIVE))
+            out.append(Claim(claim, _conditions(counted, groups), text, "–", INCONCLUSIVE))
             continue
         rises = {
-            cond: bootstrap_mean_ci(
-                values(runs, column, "reference") - values(runs, column, "start")
-            )
-            for cond, runs in groups.items()
+            cond: paired_diff_ci(values(runs, column, "reference"), values(runs, column, "start"))
+            for cond, runs in counted.items()
         }
         rises = {c: ci for c, ci in rises.items() if not math.isnan(ci.estimate)}
         if not rises:
@@ -309,7 +374,7 @@ def _rule_claims(groups: dict[Condition, list[Run]], rules: list[str]) -> list[C
         out.append(
             Claim(
                 claim,
-                f"all {len(rises)} conditions",
+                _conditions(rises, groups),
                 f"smallest rise: {weakest.label} {_pp(rises[weakest])}",
                 ", ".join(str(len(groups[c])) for c in rises),
                 verdict,
@@ -318,20 +383,34 @@ def _rule_claims(groups: dict[Condition, list[Run]], rules: list[str]) -> list[C
     return out
 
 
+def _conditions(counted: dict[Condition, object], groups: dict[Condition, list[Run]]) -> str:
+    """Scope of a per-rule claim: 'all n conditions', or 'm of n conditions' after exclusions."""
+    if len(counted) == len(groups):
+        return f"all {len(groups)} conditions"
+    return f"{len(counted)} of {len(groups)} conditions"
+
+
 def _semantics_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
     out = []
     for cond, runs in groups.items():
-        fall = bootstrap_mean_ci(
-            values(runs, "semantics/mean_alignment", "start")
-            - values(runs, "semantics/mean_alignment", "reference")
-        )
-        span = f" [{fall.low:+.3f}, {fall.high:+.3f}]" if fall.defined else " (no CI)"
+        survivors = [run_survivor_alignment(run) for run in runs]
+        fall = mean_ci([s.fall for s in survivors])
+        units = sorted(s.units for s in survivors if s.units > 0)
+        if units:
+            span = f" [{fall.low:+.3f}, {fall.high:+.3f}]" if fall.defined else " (no CI)"
+            statistic = (
+                f"fall {fall.estimate:+.3f}{span} over the same units "
+                f"({units[0]}–{units[-1]} per seed)"
+            )
+        else:
+            statistic = "no units described at both epoch 0 and k_end"
+        n = f"{len(units)}" if len(units) == len(runs) else f"{len(units)} of {len(runs)}"
         out.append(
             Claim(
                 "surviving neurons lose factor semantics (mean alignment falls)",
                 cond.label,
-                f"fall {fall.estimate:+.3f}{span}",
-                f"{len(runs)}",
+                statistic,
+                n,
                 verdict_above(fall, 0.0),
             )
         )

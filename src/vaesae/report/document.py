@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from vaesae.atomic import write_text
+from vaesae.metrics.semantics import MIN_FIRING, NUM_BINS, NUM_PERMUTATIONS
 from vaesae.report.claims import (
     ALPHA,
     INCONCLUSIVE,
@@ -13,12 +16,22 @@ from vaesae.report.claims import (
     REVIVAL_MARGIN,
     Claim,
     evaluate_claims,
+    rule_exclusions,
 )
 from vaesae.report.figures import write_figures
-from vaesae.report.loading import Condition, Run, Sweep, flatten_config
+from vaesae.report.loading import (
+    L0_TOLERANCE,
+    NOT_AT_K_MARK,
+    Condition,
+    Run,
+    Sweep,
+    flatten_config,
+)
 from vaesae.report.paper import PAPER_PROTOCOL
-from vaesae.report.stats import BOOTSTRAP_SEED, N_RESAMPLES
+from vaesae.report.stats import CONFIDENCE
 from vaesae.report.tables import (
+    NOT_AT_K_NOTE,
+    condition_label,
     main_table,
     markdown_table,
     mig_table,
@@ -48,18 +61,43 @@ _PROTOCOL_KEYS = (
 
 METHODS_TEXT = f"""\
 - Dead rate: fraction of the {{width}} SAE neurons dead under a rule on the fixed evaluation set,
-  shown in %. "k_end" is the row of each run's `reference_epoch` (the epoch at whose end k reached
-  k_end); "final" is its last epoch (after the hold epochs); "epoch 0" is the first evaluation.
+  shown in %. "k_end" is the row of each run's `reference_epoch` (the epoch whose end-of-epoch
+  evaluation runs at k = k_end); a run whose metrics.csv has no row for it, or whose
+  `sparsity/k_last` (k at that epoch's last training step) is not k_end there, is excluded and
+  listed. "final" is its last epoch (after the hold epochs); "epoch 0" is the first evaluation.
+- Primary rule: {{primary}}.
+  Every rule is logged at every epoch, so `python -m vaesae.report SWEEP --rule NAME` (NAME
+  one of the `dead/NAME` columns: never, magnitude, window, freq1e-3, …) reports the same runs
+  under another rule, in every table, claim and figure; no threshold sweep is needed. Under
+  `--rule` the revived / newly-dead counts are recounted for the rule from the per-neuron
+  arrays; the per-neuron semantics (alive = not dead under the run's own rule) stay as trained.
+- Runs: every run directory below the sweep folders, each counted once by its resolved path
+  however many of the folders reach it; only status "completed" runs with every epoch enter a
+  statistic, every other run is listed under Runs and never averaged.
+- Not at k ({NOT_AT_K_MARK}): a run whose achieved L0 at the reference epoch is more than
+  {100 * L0_TOLERANCE:g} % of k_end away from k_end. L0 is `eval/l0`, the mean number of active
+  codes per sample on the evaluation set, measured at the end of the reference epoch (not the
+  training-batch `sparsity/l0`); a run that does not log it is not checked. Such a run stays in
+  every mean and is marked {NOT_AT_K_MARK} wherever it is counted, but is left out of the L1 vs
+  Top-k test (the methods would be compared at different sparsities).
 - mean ± std: mean and sample standard deviation (n − 1) over seeds; n = number of complete runs.
-- Bootstrap CIs: 95 % percentile intervals from {N_RESAMPLES:,} resamples of the seeds with
-  replacement (numpy `default_rng({BOOTSTRAP_SEED})`); for a ratio, each dataset's seeds are
-  resampled on their own. With 3 seeds a bootstrap CI roughly spans the observed values.
+- CIs: {100 * CONFIDENCE:g} % intervals over seeds that treat the per-seed values as normal
+  (exact at any n ≥ 2; none below 2 seeds); t(df) is the {(1 + CONFIDENCE) / 2:g} quantile of
+  Student's t with df degrees of freedom.
+  - a mean: Student-t, mean ± t(n − 1) · s / √n.
+  - a per-seed difference (drop, Δ MIG, rise): paired t on d_i = a_i − b_i of the same seed,
+    mean(d) ± t(n − 1) · sd(d) / √n.
+  - a ratio of the mean dead rates of two independent groups (Shapes3D / dSprites): Fieller
+    interval, the ρ with |mean(a) − ρ · mean(b)| ≤ t(df) · √(s_a²/n_a + ρ² · s_b²/n_b), df the
+    Welch–Satterthwaite degrees of freedom at the estimate; no CI when the denominator's mean is
+    not significantly different from 0 (the set is then unbounded).
 - Welch t-test (`scipy.stats.ttest_ind(equal_var=False)`), two-sided, for L1 vs Top-k; paired
   t-test (`scipy.stats.ttest_rel`) for k_end vs final; level α = {ALPHA}.
 - Verdict rules (each answers "inconclusive" below 2 seeds):
-  - dead rate = paper: supported iff the paper's mean lies in our 95 % CI of the mean.
-  - L1 ≥ Top-k: supported iff L1 − Top-k > 0 with Welch p < α; not supported iff < 0 with
-    p < α; otherwise inconclusive (no detectable difference is not shown equality).
+  - dead rate = paper: supported iff the paper's mean lies in our CI of the mean.
+  - L1 ≥ Top-k: over the runs at k, supported iff L1 − Top-k > 0 with Welch p < α; not
+    supported iff < 0 with p < α; otherwise inconclusive (no detectable difference is not
+    shown equality).
   - Shapes3D collapses more: supported iff the ratio CI's low end > 1; not supported iff its high
     end < 1. Ratio = paper: supported iff the paper's ratio lies in the CI.
   - extended training revives nothing: with drop = dead(k_end) − dead(final) per seed, supported
@@ -67,13 +105,25 @@ METHODS_TEXT = f"""\
     has p < α and the mean drop > {100 * REVIVAL_MARGIN:g} pp.
   - MIG stable: with Δ = mig/latent(k_end) − mig/latent(epoch 0), supported iff the CI low end
     > −{MIG_MARGIN}; not supported iff its high end < −{MIG_MARGIN} (a rise never counts against).
-  - collapse under rule r: rise = dead_r(k_end) − dead_r(epoch 0); supported iff every condition's
-    CI low end > 0; not supported iff some condition's CI high end ≤ 0; inconclusive for `window`
-    when fewer than `metrics.window` training samples were seen by k_end.
-  - surviving neurons lose semantics: fall = mean alignment(epoch 0) − mean alignment(k_end) of the
-    alive neurons; supported iff the CI low end > 0, not supported iff its high end < 0.
-- Alignment of an alive neuron = max over factors of MI(neuron, factor) / H(factor); a factor is
-  covered when some neuron with alignment ≥ `metrics.align_threshold` has it as best factor.
+  - collapse under rule r: rise = dead_r(k_end) − dead_r(epoch 0); supported iff every counted
+    condition's CI low end > 0; not supported iff some counted condition's CI high end ≤ 0;
+    inconclusive for `window` when fewer than `metrics.window` training samples were seen by
+    k_end. A condition is not counted (and is listed under the verdicts) where r is `never` in
+    disguise: a frequency rule with N · τ ≤ 1 (N = `data.eval_size`: one firing already meets
+    τ), or a rule whose dead rate equals `dead/never` at every epoch of every run.
+  - surviving neurons lose semantics: per seed, fall = mean alignment(epoch 0) − mean
+    alignment(k_end) of the same units, the survivors (described at both epochs); supported iff
+    the Student-t CI of the mean fall has its low end > 0, not supported iff its high end < 0.
+- Per-neuron semantics (`vaesae.metrics.neuron_semantics`) describe the units alive under the
+  run's rule that fire on ≥ {MIN_FIRING} evaluation samples. For unit d and factor v, two
+  channels, MI in nats: the value channel, I(c; v) on the samples where d fires, c = the quantile
+  bin ({NUM_BINS} bins) of d's activation among its own firing values; and the gate channel,
+  I(1[d fires]; v) on all samples. Each is chance-adjusted and normalised,
+  s = (I − I0) / (min(H(code), H(v)) − I0), with I0 the mean MI over {NUM_PERMUTATIONS} random
+  permutations of the factor labels (so at the unit's own firing frequency);
+  nmi(d, v) = the larger of the two (≤ 1, ≈ 0 by chance). A unit that copies a factor scores 1
+  at any firing frequency. Alignment = max over factors of nmi; a factor is covered when some
+  unit with alignment ≥ `metrics.align_threshold` has it as best factor.
 """
 
 
@@ -108,21 +158,88 @@ def _protocol(runs: list[Run]) -> str:
     return f"{text}\n\n{note}"
 
 
+def _footnoted(text: str) -> str:
+    """A section with the not-at-k footnote when one of its rows is marked."""
+    return text + f"\n\n{NOT_AT_K_NOTE}" if f" {NOT_AT_K_MARK} |" in text else text
+
+
+def _mark_rows(table: str, groups: dict[Condition, list[Run]]) -> str:
+    """Mark the rows of a per-condition table (first cell = the label) built without
+    `condition_label`; rows already marked stay as they are."""
+    lines = table.split("\n")
+    for cond, runs in groups.items():
+        marked = condition_label(cond, runs)
+        if marked != cond.label:
+            old = f"| {cond.label} |"
+            lines = [f"| {marked} |" + x[len(old) :] if x.startswith(old) else x for x in lines]
+    return "\n".join(lines)
+
+
+def _not_at_k(runs: list[Run]) -> str:
+    flagged = [
+        [
+            r.name,
+            r.condition.label,
+            f"{r.k_end:g}",
+            f"{r.l0_at_k_end:.1f}",
+            f"{r.l0_at_k_end / r.k_end - 1:+.0%}",
+        ]
+        for r in runs
+        if r.not_at_k
+    ]
+    text = ""
+    if flagged:
+        text += (
+            f"\n\nNot at k ({NOT_AT_K_MARK}: `eval/l0` at the reference epoch more than "
+            f"{100 * L0_TOLERANCE:g} % off k_end; kept in the means, left out of L1 vs Top-k):\n\n"
+        )
+        text += markdown_table(["run", "condition", "k_end", "eval/l0 at k_end", "off by"], flagged)
+    unchecked = [r.name for r in runs if math.isnan(r.l0_at_k_end)]
+    if unchecked:
+        text += f"\n\nNot checked for L0 (no `eval/l0` logged): {', '.join(unchecked)}."
+    return text
+
+
 def _runs_section(sweep: Sweep, groups: dict[Condition, list[Run]]) -> str:
     found = [
-        [c.label, len(runs), ", ".join(str(r.seed) for r in runs)] for c, runs in groups.items()
+        [condition_label(c, runs), len(runs), ", ".join(str(r.seed) for r in runs)]
+        for c, runs in groups.items()
     ]
     text = markdown_table(["condition", "n", "seeds"], found)
+    text += _not_at_k(sweep.included)
     excluded = [[r.name, r.status, r.problem or "", f"`{r.path}`"] for r in sweep.excluded]
     if excluded:
         text += "\n\nExcluded from every statistic:\n\n"
         text += markdown_table(["run", "status", "reason", "path"], excluded)
     else:
         text += "\n\nNo run was excluded."
-    return text
+    return _footnoted(text)
 
 
-def _claims_section(claims: list[Claim], groups: dict[Condition, list[Run]]) -> str:
+def _exclusion_lines(groups: dict[Condition, list[Run]], rules: list[str]) -> str:
+    """Which rule was not counted where in 'collapse holds under rule', and why."""
+    lines = []
+    for rule, reasons in rule_exclusions(groups, rules).items():
+        by_reason: dict[str, list[str]] = {}
+        for cond, why in reasons.items():
+            by_reason.setdefault(why, []).append(cond.label)
+        for why, labels in by_reason.items():
+            where = "every condition" if len(labels) == len(groups) else ", ".join(labels)
+            lines.append(f"- `{rule}` in {where}: {why}.")
+    if not lines:
+        return ""
+    head = (
+        "Rules not counted as evidence that collapse holds under every rule (they flag the same "
+        "neurons as `never` there):"
+    )
+    return "\n\n" + head + "\n\n" + "\n".join(lines)
+
+
+def _claims_section(
+    claims: list[Claim], groups: dict[Condition, list[Run]], rules: list[str]
+) -> str:
+    marked = {c.label: condition_label(c, runs) for c, runs in groups.items()}
+    claims = [replace(c, scope=marked.get(c.scope, c.scope)) for c in claims]
     rows = [[c.claim, c.scope, c.statistic, c.n, f"**{c.verdict}**"] for c in claims]
     text = markdown_table(["claim", "scope", "statistic", "n", "verdict"], rows)
     if all(len(runs) < 2 for runs in groups.values()):
@@ -130,18 +247,23 @@ def _claims_section(claims: list[Claim], groups: dict[Condition, list[Run]]) -> 
             f"_Fewer than 2 seeds per condition: no CIs or tests, every verdict is "
             f"{INCONCLUSIVE}._\n\n" + text
         )
-    return text
+    return _footnoted(text + _exclusion_lines(groups, rules))
 
 
 def report_markdown(sweep: Sweep, figures: dict[str, Path], out_dir: Path) -> str:
     """The whole report.md text of a loaded sweep."""
     groups = sweep.conditions()
     runs = sweep.included
+    again = (
+        f" ({sweep.duplicates} more reached again through overlapping sweep folders, counted once)"
+        if sweep.duplicates
+        else ""
+    )
     header = [
         "# vaesae report",
         "",
         "Sweep: " + ", ".join(f"`{p}`" for p in sweep.roots),
-        f"Runs found: {len(sweep.runs)}; complete and included: {len(runs)}; "
+        f"Runs found: {len(sweep.runs)}{again}; complete and included: {len(runs)}; "
         f"excluded: {len(sweep.excluded)}.",
     ]
     sections = ["\n".join(header), "## Runs\n\n" + _runs_section(sweep, groups)]
@@ -149,23 +271,31 @@ def report_markdown(sweep: Sweep, figures: dict[str, Path], out_dir: Path) -> st
         sections.append("_No complete run: nothing to aggregate._")
         return "\n\n".join(sections) + "\n"
     rules = rules_of(runs)
-    primary = ", ".join(sorted({str(r.summary.get("threshold")) for r in runs}))
+    primary = ", ".join(sorted({r.primary_rule for r in runs}))
+    primary_text = (
+        f"`{sweep.rule}` for every run, chosen with `--rule {sweep.rule}`"
+        if sweep.rule
+        else f"each run's own `threshold`, logged as `dead/primary` (this sweep: {primary})"
+    )
     width = ", ".join(sorted({str(flatten_config(r.config).get("model.width", "?")) for r in runs}))
     links = "\n\n".join(
         f"![{name}]({os.path.relpath(path, out_dir)})" for name, path in figures.items()
     )
     sections += [
         "## Protocol\n\n" + _protocol(runs),
-        "## Verdicts\n\n" + _claims_section(evaluate_claims(groups, rules), groups),
-        f"## 1. Dead neurons at k_end (primary rule: {primary})\n\n" + main_table(groups),
+        "## Verdicts\n\n" + _claims_section(evaluate_claims(groups, rules), groups, rules),
+        f"## 1. Dead neurons at k_end (primary rule: {primary})\n\n"
+        + _footnoted(main_table(groups)),
         "## 2. Every dead-neuron rule (dead %, epoch 0 → k_end → final)\n\n"
-        + rule_table(groups, rules),
-        "## 3. Shapes3D / dSprites dead-rate ratio (k_end)\n\n" + ratio_table(groups),
-        "## 4. Extended training (k_end vs after the hold epochs)\n\n" + recovery_table(groups),
-        "## 5. MIG (stable?)\n\n" + mig_table(groups),
-        "## 6. Per-neuron semantics at k_end\n\n" + semantics_table(groups),
+        + _footnoted(rule_table(groups, rules)),
+        "## 3. Shapes3D / dSprites dead-rate ratio (k_end)\n\n" + _footnoted(ratio_table(groups)),
+        "## 4. Extended training (k_end vs after the hold epochs)\n\n"
+        + _footnoted(recovery_table(groups)),
+        "## 5. MIG (stable?)\n\n" + _footnoted(mig_table(groups)),
+        "## 6. Per-neuron semantics at k_end\n\n"
+        + _footnoted(_mark_rows(semantics_table(groups), groups)),
         "## Figures\n\n" + links,
-        "## Methods\n\n" + METHODS_TEXT.format(width=width),
+        "## Methods\n\n" + METHODS_TEXT.format(width=width, primary=primary_text),
     ]
     return "\n\n".join(sections) + "\n"
 

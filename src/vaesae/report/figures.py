@@ -1,10 +1,12 @@
 """Report figures, drawn with matplotlib's object API (Agg renders them; no pyplot state):
 curves over epochs and k with mean ± std bands over seeds, firing-frequency histograms and
 per-neuron alignment heatmaps. Each function returns a `Figure`; `write_figures` saves them as
-PNGs, atomically."""
+PNGs, atomically. Every spread is the sample standard deviation (n − 1, `_std`), as in the
+tables; "primary rule" is the one the sweep was loaded with (`load_sweep(rule=...)`)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +45,20 @@ def _stack(runs: list[Run], column: str, last_epoch: int | None = None) -> np.nd
     return np.stack([s[:length] for s in series])
 
 
+def _std(ys: np.ndarray) -> np.ndarray:
+    """Sample standard deviation over seeds (axis 0, n − 1, NaN ignored), like `mean_std`."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column with < 2 finite values: NaN
+        return np.nanstd(ys, axis=0, ddof=1)
+
+
 def _band(ax: Axes, x: np.ndarray, ys: np.ndarray, label: str, **style) -> None:
     """Mean line with a ±1 std band over seeds (no band for a single seed)."""
     with np.errstate(invalid="ignore"):
         mean = np.nanmean(ys, axis=0)
         line = ax.plot(x, mean, label=f"{label} (n={len(ys)})", **style)[0]
         if len(ys) > 1:
-            std = np.nanstd(ys, axis=0, ddof=1)
+            std = _std(ys)
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 
 
@@ -83,8 +92,8 @@ def dead_vs_k(groups: dict[Condition, list[Run]]) -> Figure:
             final = 100 * np.array([r.series("dead/primary")[-1] for r in runs])
             ax.errorbar(
                 k[-1],
-                final.mean(),
-                yerr=final.std() if len(final) > 1 else None,
+                np.nanmean(final),
+                yerr=_std(final) if len(final) > 1 else None,
                 fmt="s",
                 color=ax.lines[-1].get_color(),
                 markersize=5,
@@ -144,7 +153,7 @@ def firing_histograms(groups: dict[Condition, list[Run]]) -> Figure:
             strict=True,
         ):
             counts = np.array([[r.value(h, pick(r)) for h in HIST_NAMES] for r in runs])
-            err = counts.std(axis=0, ddof=1) if len(runs) > 1 else None
+            err = _std(counts) if len(runs) > 1 else None
             ax.bar(x + shift, counts.mean(axis=0), width=0.4, yerr=err, label=label)
         ax.set_xticks(x, HIST_LABELS, rotation=45, ha="right", fontsize=8)
         ax.set(title=f"{cond.label} (n={len(runs)})", ylabel="neurons", xlabel="firing frequency")
@@ -153,19 +162,23 @@ def firing_histograms(groups: dict[Condition, list[Run]]) -> Figure:
 
 
 def _heatmap_rows(run: Run) -> tuple[np.ndarray, list[str]]:
-    """Normalised MI of the neurons alive at the reference epoch (primary rule), sorted by their
-    assigned factor and then by alignment, and the factor names."""
+    """Normalised MI of the units described at the reference epoch (finite `alignment`; for runs
+    recorded before it, the units alive under the primary rule), sorted by their assigned factor
+    and then by alignment, and the factor names."""
     arrays = run.neurons(run.reference_epoch)
     nmi = arrays["normalized_mi"]
-    dead = arrays.get(f"dead_{run.summary.get('threshold')}")
-    alive = nmi[~dead] if dead is not None else nmi[nmi.max(axis=1) > 0]
+    if "alignment" in arrays:
+        alive = nmi[np.isfinite(arrays["alignment"])]
+    else:
+        dead = arrays.get(f"dead_{run.summary.get('threshold')}")
+        alive = nmi[~dead] if dead is not None else nmi[nmi.max(axis=1) > 0]
     order = np.lexsort((-alive.max(axis=1), alive.argmax(axis=1))) if len(alive) else []
     return alive[order], [str(n) for n in arrays["factor_names"]]
 
 
 def alignment_heatmaps(groups: dict[Condition, list[Run]]) -> Figure:
-    """Per-neuron normalised MI (alive neurons × factors) at k_end, for the lowest-seed run of
-    each condition."""
+    """Per-neuron chance-adjusted normalised MI (described units × factors) at k_end, for the
+    lowest-seed run of each condition; values below 0 (below chance) show as 0."""
     fig, axes = _panels(len(groups), width=3.2, height=4.5)
     image = None
     for ax, (cond, runs) in zip(axes, groups.items(), strict=True):
@@ -182,10 +195,10 @@ def alignment_heatmaps(groups: dict[Condition, list[Run]]) -> Figure:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(
             title=f"{cond.label}\nseed {run.seed}, epoch {run.reference_epoch}",
-            ylabel=f"alive neurons ({len(nmi)})",
+            ylabel=f"described units ({len(nmi)})",
         )
     if image is not None:
-        fig.colorbar(image, ax=axes, label="MI / H(factor)", shrink=0.8)
+        fig.colorbar(image, ax=axes, label="normalised MI above chance", shrink=0.8)
     return fig
 
 

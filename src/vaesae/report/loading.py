@@ -1,9 +1,18 @@
 """Reading a sweep: every run directory below one or more folders, with its status checked.
 
-A run directory is any folder holding `summary.json` or `metrics.csv`. A run enters the statistics
-only when it is *complete*: status "completed", and metrics.csv holds every epoch 0..total_epochs-1,
-reference_epoch included. Every other run stays in `Sweep.excluded` with the reason, so the report
-lists it instead of averaging it in.
+A run directory is any folder holding `summary.json` or `metrics.csv`; one reached twice (through
+overlapping sweep folders, or a folder passed twice) is read once, by its resolved path. A run
+enters the statistics only when it is *complete*: status "completed", metrics.csv holds every
+epoch 0..total_epochs-1 and a row for its reference_epoch (the "k_end" epoch), and that row's
+`sparsity/k_last` (k at the epoch's last training step, where logged) is k_end. Every other run
+stays in `Sweep.excluded` with the reason, so the report lists it instead of averaging it in.
+
+A complete run is *not at k* when its `eval/l0` (the mean number of active codes per sample on the
+evaluation set, measured at the end of the reference epoch) is more than `L0_TOLERANCE` · k_end
+away from k_end: it stays in the statistics, flagged, but out of the Top-k vs L1 comparison.
+
+`load_sweep(..., rule=NAME)` reads `dead/NAME` wherever the report asks for `dead/primary` (each
+run's own rule by default), so one sweep gives the report under every logged rule.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,6 +31,9 @@ from omegaconf import OmegaConf
 from vaesae.records import read_metrics_csv
 
 __all__ = [
+    "L0_TOLERANCE",
+    "NOT_AT_K_MARK",
+    "RuleError",
     "Run",
     "Sweep",
     "Condition",
@@ -30,6 +43,11 @@ __all__ = [
     "epoch_of",
     "values",
     "flatten_config",
+    "frequency_tau",
+    "report_rules",
+    "SurvivorAlignment",
+    "survivor_alignment",
+    "run_survivor_alignment",
 ]
 
 # Sub-folders that never hold runs (Hydra, submitit, W&B, a run's own outputs).
@@ -50,6 +68,27 @@ _NOT_VARIANT = (
 )
 DATASET_ORDER = ("dsprites", "shapes3d")
 METHOD_ORDER = ("topk", "l1")
+# A run is "not at k" when |L0 - k_end| > L0_TOLERANCE * k_end at its reference epoch; the
+# report marks every row that holds such a run with NOT_AT_K_MARK.
+L0_TOLERANCE = 0.10
+NOT_AT_K_MARK = "†"
+# Per-neuron transition counts, logged under the run's own rule; recomputed for another rule.
+_TRANSITIONS = ("neurons/revived", "neurons/newly_dead")
+
+
+class RuleError(ValueError):
+    """A `--rule` that the sweep cannot report under."""
+
+
+def frequency_tau(rule: str) -> Fraction | None:
+    """The threshold tau of a frequency rule's name, exactly ('freq1e-4' -> 1/10000); None for
+    the other rules."""
+    if not rule.startswith("freq"):
+        return None
+    try:
+        return Fraction(rule[4:])
+    except ValueError:
+        return None
 
 
 class Condition(NamedTuple):
@@ -75,6 +114,7 @@ class Run:
     config: dict[str, Any]
     problem: str | None = None  # why the run is excluded; None for a complete run
     variant: str = ""
+    rule: str | None = None  # the rule read as `dead/primary`; None: the run's own
 
     @property
     def name(self) -> str:
@@ -98,8 +138,44 @@ class Run:
 
     @property
     def reference_epoch(self) -> int:
-        """The epoch at whose end k reached k_end (`summary.json`)."""
+        """The epoch whose end-of-epoch evaluation runs at k = k_end (`summary.json`)."""
         return int(self.summary["reference_epoch"])
+
+    @property
+    def k_end(self) -> float:
+        """k at the end of the schedule: `summary.json`, else the config; NaN when neither."""
+        value = self.summary.get("k_end", flatten_config(self.config).get("schedule.k_end"))
+        return math.nan if value is None else float(value)
+
+    @property
+    def eval_size(self) -> int | None:
+        """N, the evaluation-set size every dead rule is measured on (`data.eval_size`)."""
+        value = flatten_config(self.config).get("data.eval_size")
+        return None if value is None else int(value)
+
+    @property
+    def primary_rule(self) -> str:
+        """The rule read as `dead/primary`: the chosen one, else the run's own `threshold`."""
+        return self.rule or str(self.summary.get("threshold", "?"))
+
+    @property
+    def l0_at_k_end(self) -> float:
+        """`eval/l0` at the reference epoch: active codes per evaluation sample (NaN when not
+        logged)."""
+        return self.value("eval/l0", self.reference_epoch)
+
+    @property
+    def not_at_k(self) -> bool:
+        """The achieved L0 at the reference epoch is more than `L0_TOLERANCE` · k_end off k_end
+        (False when either is unknown)."""
+        l0, k_end = self.l0_at_k_end, self.k_end
+        return bool(abs(l0 - k_end) > L0_TOLERANCE * k_end)
+
+    def never_by_construction(self, rule: str) -> bool:
+        """A frequency rule (fire on < tau of the N evaluation samples) with N · tau <= 1 flags
+        exactly the neurons that never fire: one firing already meets the threshold."""
+        tau, n = frequency_tau(rule), self.eval_size
+        return tau is not None and n is not None and n * tau <= 1
 
     @property
     def final_epoch(self) -> int:
@@ -124,27 +200,54 @@ class Run:
                 return r
         raise KeyError(f"{self.name}: no metrics row for epoch {epoch}")
 
+    def _column(self, column: str) -> str:
+        return f"dead/{self.rule}" if column == "dead/primary" and self.rule else column
+
     def value(self, column: str, epoch: int) -> float:
-        """One figure of one epoch (NaN when the column was not logged)."""
-        return self.row(epoch).get(column, math.nan)
+        """One figure of one epoch (NaN when the column was not logged). With a chosen `rule`,
+        `dead/primary` reads that rule, and the revived / newly-dead counts are recomputed for
+        it from the per-neuron arrays."""
+        if self.rule and column in _TRANSITIONS:
+            return self._transitions(epoch)[_TRANSITIONS.index(column)]
+        return self.row(epoch).get(self._column(column), math.nan)
 
     def series(self, column: str) -> np.ndarray:
         """A column over all epochs, in epoch order (NaN where missing)."""
+        if self.rule and column in _TRANSITIONS:
+            return np.array([self.value(column, int(r["epoch"])) for r in self.rows])
+        column = self._column(column)
         return np.array([r.get(column, math.nan) for r in self.rows], dtype=float)
 
+    def _transitions(self, epoch: int) -> tuple[float, float]:
+        """(revived, newly dead) under `rule` between the reference epoch and `epoch`, as
+        training counts them under its own rule: NaN up to the reference epoch, or without the
+        per-neuron arrays."""
+        key = f"dead_{self.rule}"
+        try:
+            if epoch <= self.reference_epoch:
+                raise KeyError(epoch)
+            ref, now = self.neurons(self.reference_epoch)[key], self.neurons(epoch)[key]
+        except (KeyError, OSError):
+            return math.nan, math.nan
+        return float((ref & ~now).sum()), float((~ref & now).sum())
+
     def neurons(self, epoch: int) -> dict[str, np.ndarray]:
-        """Per-neuron arrays of an epoch (`neurons/epoch_XXX.npz`): frequency, normalized_mi,
-        dead_<rule>, factor_names."""
+        """Per-neuron arrays of an epoch (`neurons/epoch_XXX.npz`): frequency, alignment (runs
+        recorded since it was added), normalized_mi, dead_<rule>, factor_names."""
         with np.load(self.path / "neurons" / f"epoch_{epoch:03d}.npz") as data:
             return {k: data[k] for k in data.files}
 
 
 @dataclass
 class Sweep:
-    """All runs found below the sweep folders; `included` are the complete ones."""
+    """All runs found below the sweep folders; `included` are the complete ones. `duplicates`
+    counts run directories reached again through another folder (read once); `rule` is the rule
+    read as `dead/primary` (None: each run's own)."""
 
     roots: list[Path]
     runs: list[Run] = field(default_factory=list)
+    duplicates: int = 0
+    rule: str | None = None
 
     @property
     def included(self) -> list[Run]:
@@ -180,12 +283,18 @@ def _problem(summary: dict[str, Any], rows: list[dict[str, float]]) -> str | Non
     if status != "completed":
         error = summary.get("error")
         return f"status {status}" + (f": {error}" if error else "")
-    if "reference_epoch" not in summary or "total_epochs" not in summary:
+    if summary.get("reference_epoch") is None or "total_epochs" not in summary:
         return "summary.json lacks reference_epoch / total_epochs"
     epochs = [int(r["epoch"]) for r in rows]
     expected = list(range(int(summary["total_epochs"])))
     if epochs != expected:
         return f"metrics.csv holds epochs {_span(epochs)}, expected 0..{expected[-1]}"
+    ref = int(summary["reference_epoch"])
+    if ref not in epochs:
+        return f"metrics.csv has no row for reference_epoch {ref} (holds {_span(epochs)})"
+    k_last, k_end = rows[epochs.index(ref)].get("sparsity/k_last", math.nan), summary.get("k_end")
+    if k_end is not None and math.isfinite(k_last) and k_last != float(k_end):
+        return f"sparsity/k_last = {k_last:g} at reference_epoch {ref}, not k_end = {k_end}"
     return None
 
 
@@ -236,15 +345,46 @@ def _assign_variants(runs: list[Run]) -> None:
         run.variant = " ".join(f"{k}={f[k]}" for k in varying if k in f)
 
 
-def load_sweep(*roots: str | Path) -> Sweep:
-    """Every run directory below `roots` (a run directory itself is accepted too)."""
+def report_rules(runs: list[Run]) -> list[str]:
+    """The rules a report can be made under: logged by every run, and not a frequency rule that
+    coincides with `never` by construction in one of them."""
+    common = set.intersection(*(set(r.rules) for r in runs)) if runs else set()
+    ordered = dict.fromkeys(x for r in runs for x in r.rules if x in common)
+    return [x for x in ordered if not any(r.never_by_construction(x) for r in runs)]
+
+
+def _use_rule(runs: list[Run], rule: str) -> None:
+    """Make `rule` the one read as `dead/primary` in every complete run."""
+    valid = report_rules(runs)
+    if runs and rule not in valid:
+        sizes = sorted({r.eval_size for r in runs if r.never_by_construction(rule)})
+        if any(rule not in r.rules for r in runs):
+            why = "not a dead-neuron rule (dead/NAME column) logged by every complete run"
+        else:
+            why = f"it coincides with 'never' at eval size {', '.join(map(str, sizes))} (N·τ <= 1)"
+        raise RuleError(f"rule {rule!r}: {why}; valid names: {', '.join(valid) or 'none'}")
+    for run in runs:
+        run.rule = rule
+
+
+def load_sweep(*roots: str | Path, rule: str | None = None) -> Sweep:
+    """Every run directory below `roots` (a run directory itself is accepted too), each read
+    once however many roots reach it. `rule`: read `dead/<rule>` as `dead/primary` in every
+    run (RuleError, naming the valid rules, when a complete run lacks it)."""
     paths = [Path(r) for r in roots]
     for p in paths:
         if not p.is_dir():
             raise FileNotFoundError(f"sweep directory {p} does not exist")
-    runs = [load_run(d) for p in paths for d in _run_dirs(p)]
-    _assign_variants([r for r in runs if r.problem is None])
-    return Sweep(paths, runs)
+    found = [d for p in paths for d in _run_dirs(p)]
+    unique: dict[Path, Path] = {}
+    for d in found:
+        unique.setdefault(d.resolve(), d)
+    runs = [load_run(d) for d in unique.values()]
+    included = [r for r in runs if r.problem is None]
+    _assign_variants(included)
+    if rule is not None:
+        _use_rule(included, rule)
+    return Sweep(paths, runs, duplicates=len(found) - len(unique), rule=rule)
 
 
 def _order(cond: Condition) -> tuple:
@@ -272,3 +412,46 @@ def epoch_of(run: Run, epoch: int | str) -> int:
 def values(runs: Iterable[Run], column: str, epoch: int | str) -> np.ndarray:
     """One figure per run at `epoch` (see `epoch_of`), NaN where the column was not logged."""
     return np.array([run.value(column, epoch_of(run, epoch)) for run in runs], dtype=float)
+
+
+@dataclass(frozen=True)
+class SurvivorAlignment:
+    """Mean alignment of the same units at an earlier and a later epoch, over `units` units
+    (NaN means when there are none)."""
+
+    before: float
+    after: float
+    units: int
+
+    @property
+    def fall(self) -> float:
+        return self.before - self.after
+
+
+def survivor_alignment(
+    before: dict[str, np.ndarray], after: dict[str, np.ndarray]
+) -> SurvivorAlignment:
+    """Mean per-unit `alignment` of two epochs' per-neuron arrays over the same units: those with
+    a finite alignment at both epochs (described at both: alive under the run's rule and firing
+    often enough, `vaesae.metrics.neuron_semantics`). The alive populations of the two epochs
+    differ (most epoch-0 units are dead at k_end), so comparing their means would mix a change
+    of population into the change of semantics. No units, or arrays written before `alignment`
+    was recorded, give NaN means."""
+    if "alignment" not in before or "alignment" not in after:
+        return SurvivorAlignment(math.nan, math.nan, 0)
+    a, b = np.asarray(before["alignment"], float), np.asarray(after["alignment"], float)
+    if a.shape != b.shape:
+        raise ValueError(f"alignment arrays of different widths: {a.shape} vs {b.shape}")
+    both = np.isfinite(a) & np.isfinite(b)
+    if not both.any():
+        return SurvivorAlignment(math.nan, math.nan, 0)
+    return SurvivorAlignment(float(a[both].mean()), float(b[both].mean()), int(both.sum()))
+
+
+def run_survivor_alignment(run: Run) -> SurvivorAlignment:
+    """`survivor_alignment` of a run from epoch 0 to its reference epoch (k_end); NaN when either
+    epoch's per-neuron arrays are missing."""
+    epochs = (0, run.reference_epoch)
+    if not all((run.path / "neurons" / f"epoch_{e:03d}.npz").exists() for e in epochs):
+        return SurvivorAlignment(math.nan, math.nan, 0)
+    return survivor_alignment(*(run.neurons(e) for e in epochs))

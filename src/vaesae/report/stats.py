@@ -1,9 +1,17 @@
 """Statistics over seeds: pure functions of small float arrays (one value per seed).
 
-Bootstrap confidence intervals are percentile intervals from `N_RESAMPLES` resamples drawn with a
-seeded `numpy.random.Generator` (`BOOTSTRAP_SEED`), so a report is reproducible to the digit.
-With n seeds a resample draws n values with replacement; with n = 3 there are only 10 distinct
-resamples, so the interval is coarse and roughly spans the observed values.
+Confidence intervals are small-sample t intervals, never resampling ones: with 3 seeds a
+percentile bootstrap interval is about [min, max] of the data and covers the mean only ~75 % of
+the time. All treat the per-seed values as independent draws from a normal distribution:
+
+- `mean_ci`: Student-t interval of a mean, ``mean ± t(n-1) · s / sqrt(n)``;
+- `paired_diff_ci`: paired-t interval of the mean per-seed difference ``a_i - b_i`` (`mean_ci` of
+  the differences: it excludes 0 exactly when `paired_test` gives p < 1 - confidence);
+- `ratio_ci`: Fieller interval of the ratio of two independent means, with Welch–Satterthwaite
+  degrees of freedom.
+
+``t(df)`` is the (1 + confidence) / 2 quantile of Student's t with df degrees of freedom
+(`scipy.stats.t.ppf`); s is the sample standard deviation (n - 1).
 """
 
 from __future__ import annotations
@@ -15,20 +23,17 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
-    "N_RESAMPLES",
-    "BOOTSTRAP_SEED",
     "CONFIDENCE",
     "Interval",
     "TestResult",
     "mean_std",
-    "bootstrap_mean_ci",
-    "bootstrap_ratio_ci",
+    "mean_ci",
+    "paired_diff_ci",
+    "ratio_ci",
     "welch_test",
     "paired_test",
 ]
 
-N_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
 
 
@@ -69,6 +74,13 @@ def _constant(x: np.ndarray) -> bool:
     return len(x) == 0 or bool(np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())))
 
 
+def _t_quantile(confidence: float, df: float) -> float:
+    """The two-sided critical value: the (1 + confidence) / 2 quantile of t with df d.o.f."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return float(stats.t.ppf((1 + confidence) / 2, df))
+
+
 def mean_std(x: np.ndarray | list[float]) -> tuple[float, float, int]:
     """Mean, sample standard deviation ``sqrt(sum (x_i - mean)^2 / (n - 1))`` and n over the
     finite values; std is NaN for n < 2, both are NaN for n = 0."""
@@ -78,51 +90,78 @@ def mean_std(x: np.ndarray | list[float]) -> tuple[float, float, int]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else math.nan, len(a)
 
 
-def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return float(low), float(high)
+def mean_ci(x: np.ndarray | list[float], confidence: float = CONFIDENCE) -> Interval:
+    """Student-t interval of the mean of the finite values:
+    ``mean ± t(n-1) · s / sqrt(n)`` with s the sample standard deviation. Exact for normal data
+    at any n >= 2; undefined (NaN bounds) for n < 2, with the mean (NaN for n = 0) as estimate.
+    Constant data give the zero-width interval [mean, mean]."""
+    mean, std, n = mean_std(x)
+    if n < 2:
+        return Interval(mean, math.nan, math.nan)
+    if _constant(_finite(x)):
+        return Interval(mean, mean, mean)
+    half = _t_quantile(confidence, n - 1) * std / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half)
 
 
-def bootstrap_mean_ci(
-    x: np.ndarray | list[float],
-    n_resamples: int = N_RESAMPLES,
-    confidence: float = CONFIDENCE,
-    seed: int = BOOTSTRAP_SEED,
+def paired_diff_ci(
+    a: np.ndarray | list[float], b: np.ndarray | list[float], confidence: float = CONFIDENCE
 ) -> Interval:
-    """Percentile bootstrap CI of the mean: resample the n values with replacement B times,
-    ``m_b = mean(x*_b)``, interval = the (1-c)/2 and (1+c)/2 quantiles of {m_b}.
-    Undefined (NaN bounds) for n < 2."""
-    a = _finite(x)
-    estimate = float(a.mean()) if len(a) else math.nan
-    if len(a) < 2:
-        return Interval(estimate, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    means = a[rng.integers(0, len(a), size=(n_resamples, len(a)))].mean(axis=1)
-    return Interval(estimate, *_percentiles(means, confidence))
+    """Paired-t interval of the mean per-seed difference ``d_i = a_i - b_i`` (e.g. a = dead rate
+    at k_end, b = after the hold epochs, of the same seed): `mean_ci` of the d_i, so
+    ``mean(d) ± t(n-1) · sd(d) / sqrt(n)``. Pairs with a non-finite member are dropped; the
+    pairing removes the between-seed variation that both members share."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples differ in length: {x.shape} vs {y.shape}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return mean_ci(x[keep] - y[keep], confidence)
 
 
-def bootstrap_ratio_ci(
+def ratio_ci(
     numerator: np.ndarray | list[float],
     denominator: np.ndarray | list[float],
-    n_resamples: int = N_RESAMPLES,
     confidence: float = CONFIDENCE,
-    seed: int = BOOTSTRAP_SEED,
 ) -> Interval:
-    """Ratio of means ``mean(a) / mean(b)`` of two independent samples (e.g. Shapes3D and dSprites
-    seeds) with a percentile bootstrap CI: each group is resampled with replacement on its own,
-    ``r_b = mean(a*_b) / mean(b*_b)``. Undefined when either group has n < 2 or a resampled
-    denominator mean is 0 (the ratio is then unbounded)."""
+    """Ratio of means ``r = mean(a) / mean(b)`` of two independent samples (e.g. Shapes3D and
+    dSprites seeds) with a Fieller interval: the set of rho for which
+
+        T(rho) = (mean(a) - rho · mean(b)) / sqrt(v_a + rho^2 · v_b),  v = s^2 / n,
+
+    satisfies |T(rho)| <= t(df). T is Welch's statistic for H0: mu_a - rho · mu_b = 0, so the
+    interval inverts Welch's test, with the Welch–Satterthwaite degrees of freedom
+
+        df = (v_a + r^2 v_b)^2 / (v_a^2 / (n_a - 1) + r^4 v_b^2 / (n_b - 1))
+
+    evaluated at the estimate r (the Fieller–Welch interval of Tamhane & Logan, 2004). Unlike
+    the delta method it is asymmetric around r where the denominator is uncertain. Its coverage
+    is that of Welch's test: at n = 3 per group, 0.94-0.96 for nominal 0.95 in simulation
+    (tests/test_report_stats.py). Solving the quadratic, with A = mean(b)^2 - t^2 v_b:
+
+        rho = (mean(a) mean(b) ± t sqrt(A v_a + mean(a)^2 v_b)) / A.
+
+    Undefined (NaN bounds) when a group has n < 2, or when A <= 0: the denominator's mean is not
+    significantly different from 0 and the confidence set is unbounded. The estimate is NaN when
+    mean(b) = 0."""
     a, b = _finite(numerator), _finite(denominator)
-    estimate = float(a.mean() / b.mean()) if len(a) and len(b) and b.mean() != 0 else math.nan
+    if not (len(a) and len(b)) or b.mean() == 0:
+        return Interval(math.nan, math.nan, math.nan)
+    ma, mb = float(a.mean()), float(b.mean())
+    ratio = ma / mb
     if len(a) < 2 or len(b) < 2:
-        return Interval(estimate, math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    num = a[rng.integers(0, len(a), size=(n_resamples, len(a)))].mean(axis=1)
-    den = b[rng.integers(0, len(b), size=(n_resamples, len(b)))].mean(axis=1)
-    if np.any(den == 0):
-        return Interval(estimate, math.nan, math.nan)
-    return Interval(estimate, *_percentiles(num / den, confidence))
+        return Interval(ratio, math.nan, math.nan)
+    va = 0.0 if _constant(a) else float(a.var(ddof=1)) / len(a)
+    vb = 0.0 if _constant(b) else float(b.var(ddof=1)) / len(b)
+    spread = va**2 / (len(a) - 1) + ratio**4 * vb**2 / (len(b) - 1)
+    # With no spread at the estimate the critical value drops out (the interval is [r, r] or
+    # its half-width is t · 0); any df serves.
+    df = (va + ratio**2 * vb) ** 2 / spread if spread > 0 else math.inf
+    t = _t_quantile(confidence, df)
+    lead = mb**2 - t**2 * vb
+    if lead <= 0:
+        return Interval(ratio, math.nan, math.nan)
+    half = t * math.sqrt(lead * va + ma**2 * vb)
+    return Interval(ratio, (ma * mb - half) / lead, (ma * mb + half) / lead)
 
 
 def welch_test(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> TestResult:

@@ -10,18 +10,22 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from vaesae.evaluation import HIST_NAMES
-from vaesae.report.loading import Condition, Run, epoch_of, values
-from vaesae.report.paper import PAPER_DEAD_PCT, PAPER_RATIO
-from vaesae.report.stats import (
-    Interval,
-    bootstrap_mean_ci,
-    bootstrap_ratio_ci,
-    mean_std,
-    paired_test,
+from vaesae.report.loading import (
+    L0_TOLERANCE,
+    NOT_AT_K_MARK,
+    Condition,
+    Run,
+    epoch_of,
+    run_survivor_alignment,
+    values,
 )
+from vaesae.report.paper import PAPER_DEAD_PCT, PAPER_RATIO
+from vaesae.report.stats import Interval, mean_ci, mean_std, paired_diff_ci, paired_test, ratio_ci
 
 __all__ = [
+    "NOT_AT_K_NOTE",
     "markdown_table",
+    "condition_label",
     "fmt_mean_std",
     "main_table",
     "rule_table",
@@ -34,10 +38,21 @@ __all__ = [
 ]
 
 
+NOT_AT_K_NOTE = (
+    f"{NOT_AT_K_MARK} marks rows that include runs *not at k*: their achieved L0 (`eval/l0` at "
+    f"the reference epoch) is more than {100 * L0_TOLERANCE:g} % off k_end (listed under Runs)."
+)
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def condition_label(cond: Condition, runs: Iterable[Run]) -> str:
+    """The condition's label, marked with NOT_AT_K_MARK when one of its runs is not at k."""
+    return cond.label + (f" {NOT_AT_K_MARK}" if any(r.not_at_k for r in runs) else "")
 
 
 def fmt_mean_std(x: np.ndarray, scale: float = 1.0, digits: int = 1) -> str:
@@ -75,7 +90,7 @@ def main_table(groups: dict[Condition, list[Run]]) -> str:
         paper = PAPER_DEAD_PCT.get((cond.dataset, cond.method))
         rows.append(
             [
-                cond.label,
+                condition_label(cond, runs),
                 len(runs),
                 _pct(runs, "dead/primary", "reference"),
                 f"{paper[0]} ± {paper[1]}" if paper else "–",
@@ -101,7 +116,7 @@ def main_table(groups: dict[Condition, list[Run]]) -> str:
 def rule_table(groups: dict[Condition, list[Run]], rules: list[str]) -> str:
     """Dead rate (%) at epoch 0 → k_end → final under every rule."""
     rows = [
-        [cond.label, len(runs)]
+        [condition_label(cond, runs), len(runs)]
         + [
             " → ".join(_pct(runs, f"dead/{rule}", e) for e in ("start", "reference", "final"))
             for rule in rules
@@ -112,7 +127,8 @@ def rule_table(groups: dict[Condition, list[Run]], rules: list[str]) -> str:
 
 
 def ratio_table(groups: dict[Condition, list[Run]]) -> str:
-    """Shapes3D / dSprites ratio of mean dead rates (primary rule, k_end) with a bootstrap CI."""
+    """Shapes3D / dSprites ratio of mean dead rates (primary rule, k_end) with its
+    Fieller–Welch CI (`ratio_ci`)."""
     rows = []
     for cond, shapes in groups.items():
         other = cond._replace(dataset="dsprites")
@@ -121,11 +137,14 @@ def ratio_table(groups: dict[Condition, list[Run]]) -> str:
         dsprites = groups[other]
         a = values(shapes, "dead/primary", "reference")
         b = values(dsprites, "dead/primary", "reference")
-        ratio = bootstrap_ratio_ci(a, b)
+        ratio = ratio_ci(a, b)
         paper = PAPER_RATIO.get(cond.method)
+        flag = any(r.not_at_k for r in (*shapes, *dsprites))
         rows.append(
             [
-                cond.method + (f" [{cond.variant}]" if cond.variant else ""),
+                cond.method
+                + (f" [{cond.variant}]" if cond.variant else "")
+                + (f" {NOT_AT_K_MARK}" if flag else ""),
                 f"{len(b)} / {len(a)}",
                 fmt_mean_std(b, 100),
                 fmt_mean_std(a, 100),
@@ -150,11 +169,11 @@ def recovery_table(groups: dict[Condition, list[Run]]) -> str:
     for cond, runs in groups.items():
         ref = values(runs, "dead/primary", "reference")
         final = values(runs, "dead/primary", "final")
-        drop = bootstrap_mean_ci(ref - final)
+        drop = paired_diff_ci(ref, final)
         test = paired_test(ref, final)
         rows.append(
             [
-                cond.label,
+                condition_label(cond, runs),
                 len(runs),
                 min(r.final_epoch - r.reference_epoch for r in runs),
                 fmt_mean_std(ref, 100),
@@ -183,11 +202,11 @@ def mig_table(groups: dict[Condition, list[Run]]) -> str:
     """MIG of the latent means and of the SAE codes: epoch 0, k_end, final, change with a CI."""
     rows = []
     for cond, runs in groups.items():
-        row: list[object] = [cond.label, len(runs)]
+        row: list[object] = [condition_label(cond, runs), len(runs)]
         for code in ("latent", "sae"):
             column = f"mig/{code}"
             start, ref = values(runs, column, "start"), values(runs, column, "reference")
-            change = bootstrap_mean_ci(ref - start)
+            change = paired_diff_ci(ref, start)
             row += [
                 fmt_mean_std(start, digits=3),
                 fmt_mean_std(ref, digits=3),
@@ -219,8 +238,10 @@ def _align_threshold(run: Run) -> float:
 
 
 def semantics_table(groups: dict[Condition, list[Run]]) -> str:
-    """Alive neurons' factor semantics at k_end (epoch 0 → k_end for the alignment), and the
-    factors left without an aligned neuron (in how many seeds)."""
+    """Per-neuron factor semantics at k_end: alive and described units; the survivors (units
+    described at both epoch 0 and k_end), their mean alignment at epoch 0 → k_end and its per-seed
+    change with a Student-t CI; the fractions of aligned and selective units; and the factors left
+    without an aligned unit (in how many seeds)."""
     rows = []
     for cond, runs in groups.items():
         missing: dict[str, int] = {}
@@ -229,14 +250,19 @@ def semantics_table(groups: dict[Condition, list[Run]]) -> str:
             if path.exists():
                 for name in uncovered_factors(run, run.reference_epoch, _align_threshold(run)):
                     missing[name] = missing.get(name, 0) + 1
+        survivors = [run_survivor_alignment(run) for run in runs]
+        change = mean_ci([s.after - s.before for s in survivors])
         rows.append(
             [
                 cond.label,
                 len(runs),
                 _f(runs, "semantics/num_alive", "reference", 0),
-                " → ".join(
-                    _f(runs, "semantics/mean_alignment", e, 3) for e in ("start", "reference")
-                ),
+                _f(runs, "semantics/num_described", "reference", 0),
+                fmt_mean_std([s.units if s.units else math.nan for s in survivors], digits=0),
+                fmt_mean_std([s.before for s in survivors], digits=3)
+                + " → "
+                + fmt_mean_std([s.after for s in survivors], digits=3),
+                _ci(change.estimate, change.low, change.high, 3),
                 _f(runs, "semantics/frac_aligned", "reference", 2),
                 _f(runs, "semantics/frac_selective", "reference", 2),
                 _f(runs, "semantics/factors_covered", "reference", 1),
@@ -247,7 +273,10 @@ def semantics_table(groups: dict[Condition, list[Run]]) -> str:
         "condition",
         "n",
         "alive neurons",
-        "mean alignment, epoch 0 → k_end",
+        "described",
+        "survivors",
+        "survivors' mean alignment, epoch 0 → k_end",
+        "Δ [95 % CI]",
         "frac. aligned",
         "frac. selective",
         "factors covered",
@@ -261,10 +290,11 @@ def _f(runs: list[Run], column: str, epoch: int | str, digits: int) -> str:
 
 
 def summary_csv(runs: list[Run]) -> str:
-    """One row per run found (excluded ones too, with the reason): identity, status, and the key
-    figures at epoch 0, k_end ('ref') and the last epoch ('final')."""
+    """One row per run found (excluded ones too, with the reason): identity, status, the rule
+    read as `dead/primary`, the not-at-k flag, and the key figures at epoch 0, k_end ('ref') and
+    the last epoch ('final')."""
     dead = {c for r in runs if r.problem is None for c in r.columns if c.startswith("dead/")}
-    figures = [*sorted(dead), "mig/latent", "mig/sae"]
+    figures = [*sorted(dead), "eval/l0", "mig/latent", "mig/sae"]
     figures += [
         "neurons/revived",
         "neurons/newly_dead",
@@ -281,6 +311,8 @@ def summary_csv(runs: list[Run]) -> str:
         "status",
         "included",
         "reason",
+        "primary_rule",
+        "not_at_k",
         "reference_epoch",
         "final_epoch",
         "path",
@@ -301,10 +333,11 @@ def summary_csv(runs: list[Run]) -> str:
             run.problem or "",
         ]
         if run.problem is None:
-            row += [run.reference_epoch, run.final_epoch, str(run.path)]
+            row += [run.primary_rule, run.not_at_k, run.reference_epoch, run.final_epoch]
+            row += [str(run.path)]
             for f in figures:
                 row += [run.value(f, epoch_of(run, e)) for e in ("start", "reference", "final")]
         else:
-            row += ["", "", str(run.path)] + [""] * (3 * len(figures))
+            row += ["", "", "", "", str(run.path)] + [""] * (3 * len(figures))
         writer.writerow(row)
     return buf.getvalue()
