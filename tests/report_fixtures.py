@@ -45,6 +45,10 @@ def write_run(
     extra_rules: dict[str, float] | None = None,
     reference_epoch: int = REFERENCE_EPOCH,
     k_last_ref: float | None = None,
+    arm: str | None = None,
+    recon: float = 100.0,
+    factors_covered: float = 4.0,
+    arm_config: dict | None = None,
 ) -> Path:
     """A run whose dead rate climbs 0 -> dead_ref at REFERENCE_EPOCH, then ends at dead_final,
     under every rule scaled by RULE_FACTORS (and `extra_rules`, name -> factor); MIG and
@@ -52,10 +56,13 @@ def write_run(
     `eval/l0` follows k, and is `l0_ref` from then on; every alive unit's `alignment` is the
     run's (NaN for dead units). summary.json names `reference_epoch` as
     the k_end epoch, whose `sparsity/k_last` is `k_last_ref` (default: that epoch's k).
-    Per-neuron arrays (every rule's dead mask) at every epoch."""
+    Per-neuron arrays (every rule's dead mask) at every epoch. `train/recon` is `recon` and
+    `semantics/factors_covered` is `factors_covered` at every epoch. `arm`: recorded in
+    summary.json and as config `arm.name` (with `arm_config`'s other keys), and in the run name
+    (`<method>-<arm>-<dataset>-s<seed>-never`); None writes a run from before arms existed."""
     dead_final = dead_ref if dead_final is None else dead_final
     factors = {**RULE_FACTORS, **(extra_rules or {})}
-    run = sweep / f"{method}-{dataset}-s{seed}-never"
+    run = sweep / "-".join([method, *([arm] if arm else []), dataset, f"s{seed}", "never"])
     run.mkdir(parents=True)
     dead = np.interp(
         range(TOTAL_EPOCHS), [0, REFERENCE_EPOCH, TOTAL_EPOCHS - 1], [0, dead_ref, dead_final]
@@ -84,7 +91,8 @@ def write_run(
             "semantics/num_alive": WIDTH * (1 - dead[epoch]),
             "semantics/frac_aligned": 0.5,
             "semantics/frac_selective": 0.25,
-            "semantics/factors_covered": 4.0,
+            "semantics/factors_covered": factors_covered,
+            "train/recon": recon,
         }
         row.update({name: float(i) for i, name in enumerate(HIST_NAMES)})
         rows.append(row)
@@ -122,6 +130,8 @@ def write_run(
     }
     if status == "failed":
         summary["error"] = "RuntimeError: boom"
+    if arm:
+        summary["arm"] = arm
     (run / "summary.json").write_text(json.dumps(summary))
     config = {
         "seed": seed,
@@ -130,6 +140,8 @@ def write_run(
         "model": {"width": WIDTH},
         "data": {"eval_size": eval_size},
     }
+    if arm:
+        config["arm"] = {"name": arm, **(arm_config or {})}
     (run / "config.json").write_text(json.dumps(config))
     return run
 

@@ -175,28 +175,31 @@ def test_new_rule_is_one_registered_class(monkeypatch):
 
 
 def test_sae_formula_and_init():
-    sae = SparseAutoencoder(d_in=8, width=16, method="l1")
+    sae = SparseAutoencoder(d_in=8, width=16, method="l1", input_norm="batch")
     assert torch.allclose(sae.decoder.weight.norm(dim=0), torch.ones(16))
     assert torch.equal(sae.encoder.weight, sae.decoder.weight.T)
     with torch.no_grad():
         sae.b_pre.normal_()
         sae.encoder.bias.normal_()
     h = torch.randn(5, 8) * 3.0
-    s, x, x_hat, r = sae(h)
+    out = sae(h)
+    s, x, r = out.codes, out.x, out.scale
     assert r.item() == pytest.approx(h.pow(2).mean().sqrt().item())  # the batch RMS feature
     assert torch.allclose(x, h / r)
     w_e, b_e, w_d = sae.encoder.weight, sae.encoder.bias, sae.decoder.weight
-    assert torch.allclose(s, torch.relu((x - sae.b_pre) @ w_e.T + b_e), atol=1e-6)
-    assert torch.allclose(x_hat, s @ w_d.T + sae.b_pre, atol=1e-6)
+    assert torch.allclose(out.pre, (x - sae.b_pre) @ w_e.T + b_e, atol=1e-6)
+    assert torch.equal(s, torch.relu(out.pre))
+    assert torch.allclose(out.x_hat, s @ w_d.T + sae.b_pre, atol=1e-6)
+    assert torch.allclose(out.recon, out.x_hat * r)  # the reconstruction of h itself
 
 
 def test_sae_objective_is_scale_free():
     """Scaling the input by c leaves codes, the SAE error and the L1 term unchanged."""
     torch.manual_seed(0)
-    sae = SparseAutoencoder(d_in=8, width=16, method="l1")
+    sae = SparseAutoencoder(d_in=8, width=16, method="l1", input_norm="batch")
     h = torch.randn(32, 8)
-    s, x, x_hat, _ = sae(h)
-    s_c, x_c, x_hat_c, r_c = sae(h * 7.0)
+    s, x, x_hat, *_ = sae(h)
+    s_c, x_c, x_hat_c, *_ = sae(h * 7.0)
     assert torch.allclose(s_c, s, atol=1e-5)
     assert sae_mse(x_c, x_hat_c).item() == pytest.approx(sae_mse(x, x_hat).item(), rel=1e-5)
     assert l1_norm(s_c).item() == pytest.approx(l1_norm(s).item(), rel=1e-5)
@@ -208,14 +211,14 @@ def test_sae_objective_is_scale_free():
 
 
 def test_sae_running_rms_is_used_in_evaluation_and_saved():
-    sae = SparseAutoencoder(d_in=4, width=8, norm_momentum=0.5)
+    sae = SparseAutoencoder(d_in=4, width=8, input_norm="batch", norm_momentum=0.5)
     assert sae.eval()(torch.ones(2, 4))[3].item() == 1.0  # before any training batch
     sae.train()
     sae(torch.full((3, 4), 2.0))  # first batch copied: 2
     sae(torch.full((3, 4), 4.0))  # 2 + 0.5 * (4 - 2) = 3
     assert sae.input_rms.item() == pytest.approx(3.0)
     assert sae.eval()(torch.full((1, 4), 100.0))[3].item() == pytest.approx(3.0)
-    clone = SparseAutoencoder(d_in=4, width=8)
+    clone = SparseAutoencoder(d_in=4, width=8, input_norm="batch")
     clone.load_state_dict(sae.state_dict())
     assert clone.input_rms.item() == pytest.approx(3.0)
 
@@ -262,9 +265,29 @@ def test_vae_sae_loss_combines_the_terms():
     out = model(x)
     terms = vae_sae_loss(out, x, beta=4.0, alpha=0.5, l1_coef=torch.tensor(0.3))
     assert tuple(terms) == LOSS_TERMS
+    assert torch.equal(terms["penalty"], terms["l1"])  # the default penalty is ||s||_1
     expected = terms["recon"] + 4.0 * terms["kl"] + 0.5 * terms["sae_mse"] + 0.3 * terms["l1"]
     assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert terms["l0"].item() == pytest.approx((out.codes != 0).float().sum(1).mean().item())
     assert not terms["l0"].requires_grad
     terms["loss"].backward()
     assert model.encoder.net[0].weight.grad.any()
+
+
+def test_vae_sae_loss_uses_the_rules_penalty():
+    model = VAESAE(1, width=20, method="l1")
+    x = torch.rand(4, 1, 64, 64)
+    out = model(x)
+    penalty = torch.tensor(7.0)
+    terms = vae_sae_loss(out, x, l1_coef=0.5, penalty=penalty)
+    assert terms["penalty"] == penalty
+    assert terms["l1"].item() == pytest.approx(l1_norm(out.codes).item())  # still reported
+    plain = terms["recon"] + terms["kl"] + terms["sae_mse"]
+    assert terms["loss"].item() == pytest.approx((plain + 0.5 * 7.0).item(), rel=1e-6)
+
+
+def test_output_carries_the_pre_activations():
+    model = VAESAE(1, width=20, method="l1").eval()
+    out = model(torch.rand(3, 1, 64, 64))
+    assert torch.allclose(out.pre, model.sae.pre_activations(out.h))
+    assert torch.equal(out.codes, torch.relu(out.pre))

@@ -24,7 +24,7 @@ def test_analysis_notebook_executes_on_a_smoke_sweep(tmp_path_factory, monkeypat
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "2 complete runs, 0 excluded" in text
-    assert "topk-dsprites-s0-never" in text and "normalized_mi" in text
+    assert "topk-baseline-dsprites-s0-never" in text and "normalized_mi" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 4
     tables = [o for o in outputs if "text/markdown" in o.get("data", {})]

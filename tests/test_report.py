@@ -16,7 +16,7 @@ from vaesae.report.__main__ import main
 from vaesae.report.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, rule_exclusions
 from vaesae.report.document import rules_of
 from vaesae.report.figures import dead_vs_epoch, dead_vs_k
-from vaesae.report.loading import L0_TOLERANCE, RuleError
+from vaesae.report.loading import L0_TOLERANCE, Condition, RuleError
 from vaesae.report.stats import mean_std, paired_test, welch_test
 
 # Dead rate at k_end per seed: dSprites / Shapes3D for Top-k and L1.
@@ -303,11 +303,9 @@ def test_rules_that_are_never_in_disguise_do_not_count_for_the_collapse_claim(tm
     groups = load_sweep(other).conditions()
     assert rule_exclusions(groups, ["never", "freq1e-4"]) == {
         "freq1e-4": {
-            (
-                "dsprites",
-                "topk",
-                "",
-            ): "its dead rate equals `dead/never` at every epoch of every run"
+            Condition("dsprites", "topk"): (
+                "its dead rate equals `dead/never` at every epoch of every run"
+            )
         }
     }
 
@@ -319,7 +317,7 @@ def test_a_run_reached_twice_is_counted_once(tmp_path):
     (tmp_path / "sweep" / "link").symlink_to(inner / "topk-dsprites-s5-never")
     loaded = load_sweep(sweep, inner, sweep)
     assert len(loaded.runs) == 13 and loaded.duplicates == 1 + 1 + 14  # link, inner, sweep again
-    assert [r.seed for r in loaded.conditions()[("dsprites", "topk", "")]] == [0, 1, 2, 5]
+    assert [r.seed for r in loaded.conditions()[Condition("dsprites", "topk")]] == [0, 1, 2, 5]
     text = main([str(sweep), str(inner), "--out", str(tmp_path / "out")]).read_text()
     assert "Runs found: 13 (2 more reached again through overlapping sweep folders" in text
     assert table_row(text, "## Runs", "dsprites / topk")[1:3] == ["4", "0, 1, 2, 5"]

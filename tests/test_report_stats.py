@@ -15,6 +15,8 @@ from vaesae.report.stats import (
     paired_diff_ci,
     paired_test,
     ratio_ci,
+    welch_diff_ci,
+    welch_test,
 )
 
 REPLICATES = 4000
@@ -82,6 +84,20 @@ def test_paired_ci_is_the_mean_ci_of_the_differences_and_agrees_with_the_paired_
         assert (not ci.contains(0.0)) == (p < 0.05)
     with pytest.raises(ValueError, match="differ in length"):
         paired_diff_ci([1.0, 2.0], [1.0])
+
+
+def test_welch_diff_ci_is_scipys_interval_and_agrees_with_the_welch_test():
+    a, b = [0.03, 0.04, 0.05, math.nan], [0.02, 0.03, 0.05, 0.09]
+    ci = welch_diff_ci(a, b)
+    ref = stats.ttest_ind(a[:3], b, equal_var=False).confidence_interval()
+    assert ci.estimate == pytest.approx(0.04 - 0.0475)
+    assert (ci.low, ci.high) == pytest.approx((ref.low, ref.high))
+    # 0 is outside the 95 % interval exactly when Welch's p < 0.05.
+    far = [0.30, 0.33, 0.36]
+    assert not welch_diff_ci(far, b).contains(0.0) and welch_test(far, b).p_value < 0.05
+    assert welch_diff_ci(a, b).contains(0.0) and welch_test(a, b).p_value >= 0.05
+    assert welch_diff_ci([0.2, 0.2], [0.1, 0.1]) == Interval(0.1, 0.1, 0.1)  # both constant
+    assert not welch_diff_ci([0.2], b).defined
 
 
 def test_ratio_ci_is_the_fieller_interval_with_welch_df():

@@ -34,9 +34,10 @@ def test_report_reads_joblib_and_submitit_local_sweeps(tmp_path_factory, tmp_pat
     for launcher, seed in (("joblib", 0), ("submitit_local", 1)):
         sweep = load_sweep(sweeps[launcher])
         assert sorted(r.name for r in sweep.included) == [
-            f"l1-dsprites-s{seed}-never",
-            f"topk-dsprites-s{seed}-never",
+            f"l1-baseline-dsprites-s{seed}-never",
+            f"topk-baseline-dsprites-s{seed}-never",
         ], [(r.name, r.problem) for r in sweep.runs]
+        assert {r.arm for r in sweep.included} == {"baseline"}  # summary.json's "arm"
         assert not sweep.excluded
         # 2 steps per epoch: the k_end epoch is the schedule's last one or the hold epoch.
         assert all(r.final_epoch == 1 and r.reference_epoch in (0, 1) for r in sweep.included)
@@ -60,6 +61,7 @@ def test_report_reads_joblib_and_submitit_local_sweeps(tmp_path_factory, tmp_pat
     assert "| L1 collapses at least as much as Top-k (Welch t-test) | dsprites |" in text
     assert "Differs from the paper's protocol" in text
     assert "Fewer than 2 seeds" not in text
+    assert "Is the collapse intrinsic?" not in text  # one arm: the report as before arms
     for name in FIGURES:
         png = (out / "figures" / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name

@@ -1,6 +1,7 @@
 import math
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -8,15 +9,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from vaesae.models import VAESAE, SparseAutoencoder, l0_norm, l1_norm, sae_mse, vae_sae_loss
 from vaesae.sparsity import (
     L1_COEF_INIT,
-    L1_COEF_MAX,
-    L1_COEF_MIN,
     SCHEDULE_KINDS,
     KSchedule,
+    L1Gains,
     SparsityScheduleCallback,
     k_schedule,
+    l1_control_step,
+    l1_initial_state,
+    l1_state_to,
     schedule_end_epoch,
     total_epochs,
-    update_l1_coef,
     validate_schedule,
 )
 
@@ -124,24 +126,164 @@ def test_schedule_object_validates():
 # --- L1 controller ---------------------------------------------------------------------------
 
 
-def test_controller_direction_and_formula():
-    assert update_l1_coef(0.1, l0=80, k_target=50) > 0.1
-    assert update_l1_coef(0.1, l0=20, k_target=50) < 0.1
-    assert update_l1_coef(0.1, l0=50, k_target=50) == 0.1
-    assert update_l1_coef(0.1, 75, 50, eta=0.2) == pytest.approx(0.1 * math.exp(0.2 * 0.5))
+def _steps(gains, pairs, k_end=50, state=None):
+    """Run the controller over (l0, k) pairs; returns the states after each step."""
+    state = l1_initial_state(gains) if state is None else state
+    states = []
+    for l0, k in pairs:
+        state = l1_control_step(state, l0, k, k_end, gains)
+        states.append(state)
+    return states
 
 
-def test_controller_clamps():
-    assert update_l1_coef(L1_COEF_MAX, 500, 50) == L1_COEF_MAX
-    assert update_l1_coef(L1_COEF_MIN, 0, 50) == L1_COEF_MIN
-    assert update_l1_coef(0.5, 500, 50, eta=10.0, lo=0.1, hi=1.0) == 1.0
-    assert update_l1_coef(0.5, 0, 50, eta=10.0, lo=0.1, hi=1.0) == 0.1
+def test_controller_formula_once_engaged():
+    g = L1Gains(coef_init=0.1, ki=0.2, kp=0.5, kff=2.0, smoothing=0.5)
+    first, second = _steps(g, [(150.0, 100), (300.0, 98)])
+    e1 = math.log(151 / 101)
+    assert first.engaged and first.error == pytest.approx(e1)
+    assert first.integral == pytest.approx(math.log(0.1) + min(0.2 * e1, g.max_rise))
+    assert first.coef == pytest.approx(math.exp(first.integral + 0.5 * e1))
+    e2 = e1 + 0.5 * (math.log(301 / 99) - e1)
+    step = min(0.2 * e2 + 2.0 * math.log(100 / 98), g.max_rise)
+    assert second.error == pytest.approx(e2)
+    assert second.integral == pytest.approx(first.integral + step)
+    assert second.coef == pytest.approx(math.exp(second.integral + 0.5 * e2))
+    # denser than the target raises lambda, sparser lowers it
+    (low,) = _steps(g, [(40.0, 100)], k_end=10, state=first)
+    assert low.coef < first.coef < second.coef
+
+
+def test_controller_holds_lambda_while_k_is_out_of_reach():
+    g = L1Gains(coef_init=0.01)
+    # k falls from 500 towards a natural L0 of 150: lambda must neither sink nor move at all
+    states = _steps(g, [(150.0, k) for k in range(500, 150, -10)])
+    assert [s.coef for s in states] == pytest.approx([0.01] * len(states), rel=1e-12)
+    assert not any(s.engaged for s in states)
+    # once the smoothed L0 reaches k the loop closes and lambda rises
+    engaged = _steps(g, [(150.0, 140)] * 10, state=states[-1])
+    assert engaged[-1].engaged and engaged[-1].coef > 0.01
+
+
+def test_controller_engages_at_k_end_even_below_target():
+    g = L1Gains(coef_init=0.01)
+    (state,) = _steps(g, [(20.0, 50)], k_end=50)
+    assert state.engaged and state.coef < 0.01
+
+
+def test_controller_rate_bounds_and_clamps():
+    bounds = {"coef_min": 0.5, "coef_max": 2.0, "max_rise": 0.1, "max_fall": 0.05}
+    g = L1Gains(coef_init=1.0, ki=10.0, kp=0.0, smoothing=1.0, **bounds)
+    up = _steps(g, [(500.0, 50)] * 20, k_end=50)
+    assert up[0].integral == pytest.approx(0.1)  # bounded rise per step
+    assert up[-1].coef == pytest.approx(2.0)  # and the clamp
+    assert up[-1].integral == pytest.approx(math.log(2.0))  # no windup beyond it
+    down = _steps(g, [(1.0, 50)] * 3, state=up[-1])
+    assert [d.integral for d in down] == pytest.approx(math.log(2.0) - 0.05 * np.arange(1, 4))
 
 
 def test_controller_tensor_path_matches_float_path():
-    got = update_l1_coef(torch.tensor(0.3), torch.tensor(70.0), 50)
-    assert isinstance(got, torch.Tensor)
-    assert got.item() == pytest.approx(update_l1_coef(0.3, 70.0, 50), rel=1e-6)
+    g = L1Gains()
+    pairs = [(180.0, 500), (150.0, 200), (160.0, 150), (90.0, 120), (40.0, 60), (45.0, 50)]
+    floats = _steps(g, pairs)
+    on_cpu = l1_initial_state(g, torch.device("cpu"))
+    tensors = _steps(g, [(torch.tensor(l0), k) for l0, k in pairs], state=on_cpu)
+    for f, t in zip(floats, tensors, strict=True):
+        assert isinstance(t.coef, torch.Tensor) and t.coef.dtype == torch.float32
+        assert t.coef.item() == pytest.approx(f.coef, rel=1e-5)
+        assert bool(t.engaged) == f.engaged
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"coef_init": 0.0}, "l1_coef_min=.* <= l1_coef_init=0.0"),
+        ({"coef_min": 2.0, "coef_max": 1.0}, "l1_coef_min=2.0"),
+        ({"ki": 0.0}, "l1_ki=0.0 must be > 0"),
+        ({"max_rise": -1.0}, "l1_max_rise=-1.0 must be > 0"),
+        ({"max_fall": 0.0}, "l1_max_fall=0.0 must be > 0"),
+        ({"kp": -0.1}, "l1_kp=-0.1 must be >= 0"),
+        ({"kff": -1.0}, "l1_kff=-1.0 must be >= 0"),
+        ({"smoothing": 1.5}, r"l1_smoothing=1.5 must be in \(0, 1\]"),
+    ],
+)
+def test_controller_settings_are_validated(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        L1Gains(**overrides)
+
+
+# A synthetic plant: L0 relaxes with a lag of TAU steps towards width * sigmoid(-a (log lambda - c))
+# (natural L0 = width when lambda -> 0), c drifts slowly, and each measurement has 3 % noise.
+PLANT_WIDTH, TAU = 200.0, 5.0
+
+
+PLANT_C = math.log(0.3)  # log lambda at which the plant's L0 is half its natural value
+
+
+def _plant(targets, k_end, gains, seed=0, a=1.0, c=PLANT_C, drift=0.5):
+    """Closed loop on the plant; returns (k, true L0, lambda, engaged) per step."""
+    rng = np.random.default_rng(seed)
+    noise = 1 + 0.03 * rng.standard_normal(len(targets))
+    state, l0, rows = l1_initial_state(gains), PLANT_WIDTH, []
+    for t, k in enumerate(targets):
+        c_t = c + drift * t / len(targets)
+        l0 += (PLANT_WIDTH / (1 + math.exp(a * (math.log(state.coef) - c_t))) - l0) / TAU
+        rows.append((k, l0, state.coef, state.engaged))
+        state = l1_control_step(state, l0 * noise[t], k, k_end, gains)
+    return rows
+
+
+def _ramp(n_ramp, n_hold, k_start=500, k_end=50):
+    ramp = [k_schedule(t, "linear", k_start, k_end, schedule_epochs=n_ramp) for t in range(n_ramp)]
+    return ramp + [k_end] * n_hold
+
+
+def _ratios(rows):
+    return np.array([l0 / k for k, l0, _, _ in rows])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_controller_tracks_a_ramp_on_a_synthetic_plant(seed):
+    # 500 -> 50 over 2000 steps, then 1000 held. Settling time: 400 steps after engaging
+    # (the climb of lambda from coef_init through the plant's flat region).
+    rows = _plant(_ramp(2000, 1000), 50, L1Gains(), seed)
+    ratio = _ratios(rows)
+    engaged_at = next(t for t, row in enumerate(rows) if row[3])
+    before = [row[2] for row in rows[:engaged_at]]
+    assert before == pytest.approx([L1_COEF_INIT] * engaged_at, rel=1e-12)  # no windup
+    assert rows[engaged_at][0] == pytest.approx(PLANT_WIDTH, rel=0.05)  # k met the natural L0
+    assert np.abs(ratio[engaged_at + 400 :] - 1).max() <= 0.1
+    assert ratio[engaged_at:].min() >= 0.8  # no deep undershoot
+    # no sustained oscillation: the last 500 held steps stay within the noise's reach
+    assert np.abs(ratio[-500:] - 1).max() <= 0.04
+
+
+def test_controller_short_schedule_reaches_k_in_the_hold():
+    # The demo's length: a 320-step ramp, 160 held. The loop closes ~100 steps before the ramp's
+    # end and lambda's rise is bounded, so L0 lags: settling time 80 steps into the hold.
+    rows = _plant(_ramp(320, 160), 50, L1Gains())
+    ratio = _ratios(rows)
+    engaged_at = next(t for t, row in enumerate(rows) if row[3])
+    assert np.abs(ratio[400:] - 1).max() <= 0.1
+    assert ratio[engaged_at:].min() >= 0.8
+
+
+def test_controller_follows_a_step_drop_without_undershoot():
+    # k held at 150 (engaged from the start), then dropped to 60. Settling time: 100 steps.
+    rows = _plant([150] * 600 + [60] * 900, 60, L1Gains(), drift=0.0)
+    ratio = _ratios(rows)
+    assert np.abs(ratio[500:600] - 1).max() <= 0.1
+    assert np.abs(ratio[700:] - 1).max() <= 0.1
+    assert ratio[600:].min() >= 0.8
+    early, late = np.abs(ratio[700:1000] - 1).max(), np.abs(ratio[1200:] - 1).max()
+    assert late <= max(early, 0.03)  # the error does not grow back: no sustained oscillation
+
+
+def test_synthetic_plant_checks_catch_an_aggressive_controller():
+    # The same checks fail for gains that overshoot: the tests above can fail.
+    fast = L1Gains(ki=1.0, kp=1.0, max_rise=1.0, max_fall=1.0)
+    ratio = _ratios(_plant([150] * 600 + [60] * 900, 60, fast, drift=0.0))
+    assert ratio[600:].min() < 0.8
+    assert np.abs(_ratios(_plant(_ramp(2000, 1000), 50, fast))[-500:] - 1).max() > 0.04
 
 
 def test_controller_brings_l0_to_target_in_closed_loop():
@@ -150,17 +292,18 @@ def test_controller_brings_l0_to_target_in_closed_loop():
     dictionary = torch.randn(64, 16, generator=g)
     sae = SparseAutoencoder(d_in=16, width=64, method="l1")
     opt = torch.optim.Adam(sae.parameters(), lr=1e-2)
-    k_target, coef, l0s = 8, L1_COEF_INIT, []
+    gains = L1Gains()
+    k_target, state, l0s = 8, l1_initial_state(gains), []
     for _ in range(400):
         sources = torch.relu(torch.randn(256, 64, generator=g))
         x = (sources * (torch.rand(256, 64, generator=g) < 0.2)) @ dictionary
-        s, x_hat = sae(x)
-        loss = sae_mse(x, x_hat) + coef * l1_norm(s)
+        out = sae(x)
+        loss = sae_mse(out.x, out.x_hat) + state.coef * l1_norm(out.codes)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        l0s.append(l0_norm(s).item())
-        coef = update_l1_coef(coef, l0s[-1], k_target)
+        l0s.append(l0_norm(out.codes).item())
+        state = l1_control_step(state, l0s[-1], k_target, k_target, gains)
     assert l0s[0] > 2 * k_target  # starts far from the target
     assert sum(l0s[-50:]) / 50 == pytest.approx(k_target, rel=0.2)
 
@@ -227,36 +370,71 @@ def test_callback_sets_topk_k_as_scheduled(granularity, expected):
     assert module.seen_coef == [0.0] * 8  # k-controlled: lambda is left to the module
     metrics = trainer.callback_metrics
     assert metrics["sparsity/k"].item() == pytest.approx(sum(expected[4:]) / 4)
+    assert metrics["sparsity/k_last"].item() == expected[-1]
     assert metrics["sparsity/l0"].item() == pytest.approx(sum(module.seen_l0[4:]) / 4, rel=1e-5)
     assert metrics["sparsity/l1_coef"].item() == 0.0
-    assert callback.state_dict() == {
-        "k": 6 if granularity == "step" else 12,
-        "l1_coef": L1_COEF_INIT,
-    }
+    state = callback.state_dict()
+    assert state["k"] == expected[-1]
+    assert state["l1"]["coef"] == L1_COEF_INIT and not state["l1"]["engaged"]
+
+
+class EpochMetrics(pl.Callback):
+    """Copies the logged epoch metrics at each epoch's end."""
+
+    def __init__(self):
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epochs.append({k: v.item() for k, v in trainer.callback_metrics.items()})
+
+
+def test_callback_logs_k_of_the_epochs_last_step():
+    # 20 -> 17 over 2 epochs of 4 steps: the last step of the schedule's last epoch (t = 1.75)
+    # has k = round(17.375) = k_end, while that epoch's mean k is 18.
+    schedule = {"kind": "linear", "k_start": WIDTH, "k_end": 17, "schedule_epochs": 2}
+    epochs = EpochMetrics()
+    trainer = pl.Trainer(
+        max_epochs=3,
+        limit_train_batches=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[SparsityScheduleCallback(schedule | {"hold_epochs": 1}), epochs],
+    )
+    trainer.fit(TinyModule("topk"))
+    assert [e["sparsity/k_last"] for e in epochs.epochs] == [19, 17, 17]
+    assert [e["sparsity/k"] for e in epochs.epochs] == [19.5, 18.0, 17.0]
+    last_step = KSchedule(**schedule).k(1.75)
+    assert last_step == 17  # k_end reached within the schedule's last epoch
 
 
 def test_callback_drives_l1_coef_by_the_controller():
     torch.manual_seed(0)
     module = TinyModule("l1")
-    callback = SparsityScheduleCallback(LINEAR, l1_coef_init=0.05, l1_eta=0.5)
+    settings = {"l1_coef_init": 0.05, "l1_ki": 0.5, "l1_kp": 0.5}
+    callback = SparsityScheduleCallback(LINEAR, **settings)
     trainer = _fit(module, callback)
     assert module.seen_k == [None] * 8
     ks = [20, 18, 16, 14, 12, 10, 8, 6]
-    coef = 0.05
+    gains = L1Gains(coef_init=0.05, ki=0.5, kp=0.5)
+    state = l1_initial_state(gains)
     for step in range(8):
-        assert module.seen_coef[step] == pytest.approx(coef, rel=1e-5)
-        coef = update_l1_coef(coef, module.seen_l0[step], ks[step], eta=0.5)
-    assert callback.state_dict()["l1_coef"] == pytest.approx(coef, rel=1e-5)
-    assert float(module.l1_coef) == pytest.approx(coef, rel=1e-5)
+        assert module.seen_coef[step] == pytest.approx(state.coef, rel=1e-5)
+        state = l1_control_step(state, module.seen_l0[step], ks[step], 4, gains)
+    assert callback.state_dict()["l1"]["coef"] == pytest.approx(state.coef, rel=1e-5)
+    assert float(module.l1_coef) == pytest.approx(state.coef, rel=1e-5)
     assert trainer.callback_metrics["sparsity/k"].item() == pytest.approx(9.0)
     logged_coef = trainer.callback_metrics["sparsity/l1_coef"].item()
-    assert logged_coef == pytest.approx(sum(module.seen_coef[5:] + [coef]) / 4, rel=1e-5)
+    assert logged_coef == pytest.approx(sum(module.seen_coef[5:] + [state.coef]) / 4, rel=1e-5)
 
 
 def test_callback_state_round_trips_through_a_checkpoint(tmp_path):
     torch.manual_seed(0)
     schedule = LINEAR | {"schedule_epochs": 4}
-    first = SparsityScheduleCallback(schedule, l1_coef_init=0.05, l1_eta=0.5)
+    settings = {"l1_coef_init": 0.05, "l1_ki": 0.5}
+    first = SparsityScheduleCallback(schedule, **settings)
     trainer = _fit(TinyModule("l1"), first)
     path = tmp_path / "last.ckpt"
     trainer.save_checkpoint(path)
@@ -266,12 +444,37 @@ def test_callback_state_round_trips_through_a_checkpoint(tmp_path):
     fresh.load_state_dict(state)
     assert fresh.state_dict() == state
 
-    resumed = SparsityScheduleCallback(schedule, l1_coef_init=0.05, l1_eta=0.5)
+    resumed = SparsityScheduleCallback(schedule, **settings)
     module = TinyModule("l1")
     _fit(module, resumed, max_epochs=3, ckpt_path=path)
-    assert module.seen_coef[0] == pytest.approx(state["l1_coef"], rel=1e-6)
+    assert module.seen_coef[0] == state["l1"]["coef"]  # exactly: float32 saved as a float
     assert len(module.seen_coef) == 4  # only the third epoch ran
     assert resumed.k == KSchedule(**schedule).k(2.75)
+    with pytest.raises(ValueError, match="earlier L1 controller"):
+        fresh.load_state_dict({"k": 20, "l1_coef": 0.1})
+
+
+def test_callback_resume_continues_the_controller_bit_identically():
+    # Drive the callback's controller directly with one L0 sequence: once straight through,
+    # once through state_dict / load_state_dict half-way; lambda must match bit for bit.
+    l0s = torch.linspace(180.0, 30.0, 40)
+    schedule = {"kind": "linear", "k_start": 200, "k_end": 50, "schedule_epochs": 1}
+
+    def run(callback, steps):
+        coefs = []
+        for step in steps:
+            callback.k = KSchedule(**schedule).k(step / 40)
+            callback.l1 = l1_state_to(callback.l1, torch.device("cpu"))
+            callback.l1 = l1_control_step(callback.l1, l0s[step], callback.k, 50, callback.gains)
+            coefs.append(callback.l1.coef.item())
+        return coefs
+
+    straight = run(SparsityScheduleCallback(schedule), range(40))
+    first = SparsityScheduleCallback(schedule)
+    head = run(first, range(20))
+    second = SparsityScheduleCallback(schedule)
+    second.load_state_dict(first.state_dict())
+    assert head + run(second, range(20, 40)) == straight
 
 
 def test_callback_rejects_bad_settings():
@@ -279,8 +482,8 @@ def test_callback_rejects_bad_settings():
         SparsityScheduleCallback(LINEAR, granularity="batch")
     with pytest.raises(ValueError, match="l1_coef_min"):
         SparsityScheduleCallback(LINEAR, l1_coef_init=0.0)
-    with pytest.raises(ValueError, match="l1_eta"):
-        SparsityScheduleCallback(LINEAR, l1_eta=0.0)
+    with pytest.raises(ValueError, match="l1_ki"):
+        SparsityScheduleCallback(LINEAR, l1_ki=0.0)
     too_wide = SparsityScheduleCallback(LINEAR | {"k_start": 50, "k_end": 30})
     with pytest.raises(ValueError, match="k_end=30 must be <= the SAE width=20"):
         _fit(TinyModule("topk"), too_wide)

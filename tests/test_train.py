@@ -48,8 +48,9 @@ def groups() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("group, option", groups(), ids=lambda v: str(v))
 def test_every_option_composes(group, option):
+    extra = ["method=l1"] if (group, option) == ("arm", "jumprelu") else []  # an L1-only arm
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"{group}={option}"])
+        cfg = compose("train", overrides=[f"{group}={option}", *extra])
     assert cfg.run_name
     # At the default 10,000 evaluation samples freq1e-4 and freq1e-5 would equal `never`.
     if group == "threshold" and option in ("freq1e-4", "freq1e-5"):
@@ -235,10 +236,10 @@ def test_multirun_sweep_one_dir_per_job_and_one_wandb_run_each(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     runs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
     assert runs == [
-        "l1-dsprites-s0-never",
-        "l1-dsprites-s1-never",
-        "topk-dsprites-s0-never",
-        "topk-dsprites-s1-never",
+        "l1-baseline-dsprites-s0-never",
+        "l1-baseline-dsprites-s1-never",
+        "topk-baseline-dsprites-s0-never",
+        "topk-baseline-dsprites-s1-never",
     ]
     wandb_runs = [list((sweep / r / "wandb").glob("offline-run-*")) for r in runs]
     assert all(len(w) == 1 for w in wandb_runs)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
+from vaesae.arms import REMEDIES, REMEDY_PHASES, arm_methods
 from vaesae.data import DATASETS, FACTOR_SPACES, SOURCES
 from vaesae.metrics import min_samples_for_frequency
-from vaesae.models import ACTIVATIONS, INPUT_NORMS, SAE_SITES
+from vaesae.models import ACTIVATIONS, CENTERS, INPUT_NORMS, SAE_SITES, activation_class
 from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.sparsity import GRANULARITIES, KSchedule, validate_schedule
+from vaesae.sparsity.callback import PRESSURES
 
 __all__ = [
     "ConfigError",
@@ -80,6 +82,7 @@ def validate_config(cfg: DictConfig) -> None:
     _choice("method", cfg.method.name, sorted(ACTIVATIONS))
     _choice("model.site", cfg.model.site, SAE_SITES)
     _choice("model.input_norm", cfg.model.input_norm, INPUT_NORMS)
+    _choice("model.center", cfg.model.center, CENTERS)
     _choice("schedule.granularity", cfg.schedule.granularity, GRANULARITIES)
     _choice("threshold.kind", cfg.threshold.kind, THRESHOLD_KINDS)
     _choice("logger", cfg.logger.name, LOGGERS)
@@ -142,8 +145,45 @@ def validate_config(cfg: DictConfig) -> None:
             resolve(cfg.trainer[key], cfg.trainer.accelerator)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+    _validate_arm(cfg)
     if cfg.trainer.accelerator == "gpu":
         _require(
             torch.cuda.is_available(),
             "trainer=gpu but no CUDA device is visible; use trainer=cpu",
+        )
+
+
+def _validate_arm(cfg: DictConfig) -> None:
+    """The arm applies to the method, and its settings are in range (`vaesae.arms`)."""
+    arm, method = cfg.arm, cfg.method.name
+    _choice("arm.remedy", arm.remedy, REMEDIES)
+    valid = arm_methods(arm)
+    remedy = f" (remedy {arm.remedy})" if arm.remedy != "none" else ""
+    _require(
+        method in valid,
+        f"arm={arm.name}{remedy} does not apply to method={method}; valid combinations: "
+        + ", ".join(f"arm={arm.name} method={m}" for m in valid),
+    )
+    _choice("arm.remedy_phase", arm.remedy_phase, REMEDY_PHASES)
+    _choice("arm.pressure", arm.pressure, PRESSURES)
+    if arm.rule is not None:
+        _choice("arm.rule", arm.rule, sorted(ACTIVATIONS))
+        rule, own = activation_class(arm.rule).control, activation_class(method).control
+        _require(
+            rule == own,
+            f"arm.rule={arm.rule} (control {rule}) cannot replace method={method} (control {own})",
+        )
+    if arm.remedy == "auxk":
+        _positive("arm.auxk_coef", arm.auxk_coef)
+        _positive("arm.auxk_window", arm.auxk_window)
+        _require(
+            arm.auxk_k is None or (isinstance(arm.auxk_k, int) and arm.auxk_k >= 1),
+            f"arm.auxk_k={arm.auxk_k} must be null or an integer >= 1",
+        )
+    if arm.remedy == "resample":
+        _positive("arm.resample_window", arm.resample_window)
+        _positive("arm.resample_pool", arm.resample_pool)
+        _require(
+            all(0 <= f <= 1 for f in arm.resample_at),
+            f"arm.resample_at={list(arm.resample_at)} must be fractions in [0, 1]",
         )

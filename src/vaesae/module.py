@@ -1,9 +1,10 @@
 """The LightningModule: trains a `VAESAE` on uint8 image batches and tracks firing windows.
 
-Everything mathematical lives in `vaesae.models` (losses) and `vaesae.metrics` (firing window);
-this class only wires them into Lightning's training step. The schedule callback
-(`vaesae.sparsity.SparsityScheduleCallback`) sets k or `l1_coef` before each step and reads the
-returned L0; the evaluation callback reads `model` and `window` at each epoch's end.
+Everything mathematical lives in `vaesae.models` (losses), `vaesae.metrics` (firing window) and
+`vaesae.remedies` (the AuxK loss); this class only wires them into Lightning's training step. The
+schedule callback (`vaesae.sparsity.SparsityScheduleCallback`) sets k or `l1_coef` before each
+step and reads the returned L0; the evaluation callback reads `model` and `window` at each
+epoch's end.
 """
 
 from __future__ import annotations
@@ -14,17 +15,27 @@ from torch import Tensor
 
 from vaesae.metrics import SamplesSinceFired
 from vaesae.models import VAESAE, vae_sae_loss
+from vaesae.remedies import AuxKSettings, sae_auxk_loss
 
 __all__ = ["VAESAEModule", "LOGGED_TERMS"]
 
-LOGGED_TERMS = ("loss", "recon", "kl", "sae_mse", "l1")
+LOGGED_TERMS = ("loss", "recon", "kl", "sae_mse", "l1", "penalty")
 # The trunk's raw scale, which the SAE's input normalisation divides out: logged so a drift of
 # ||h|| (a symptom of a scale-dependent objective) stays visible.
 SCALE_TERMS = ("sae/h_norm", "sae/input_scale")
 
 
 class VAESAEModule(pl.LightningModule):
-    """Hybrid VAE-SAE training: loss = recon + beta KL + alpha SAE-MSE + lambda L1 (per image)."""
+    """Hybrid VAE-SAE training: loss = recon + beta KL + alpha SAE-MSE + lambda penalty (per image)
+    [+ AuxK coef * L_aux].
+
+    ``method`` names the activation rule (``rule_kw``: its settings) and the penalty is the rule's
+    own (``SparseActivation.penalty``: ||s||_1, or JumpReLU's L0). ``center`` and
+    ``signed_trunk`` go to :class:`vaesae.models.VAESAE`. ``auxk`` (a mapping of
+    :class:`vaesae.remedies.AuxKSettings` fields, or None) adds the AuxK loss from its
+    ``start_epoch`` on, with dead units read from the training window counter; ``train/auxk``
+    is logged whenever it is configured (0 before it starts).
+    """
 
     def __init__(
         self,
@@ -35,8 +46,12 @@ class VAESAEModule(pl.LightningModule):
         k_start: int = 500,
         site: str = "hidden",
         stop_gradient: bool = True,
-        normalize_decoder: bool = True,
-        input_norm: str = "batch",
+        normalize_decoder: bool = False,
+        input_norm: str = "none",
+        center: str = "none",
+        signed_trunk: bool = False,
+        rule_kw: dict | None = None,
+        auxk: dict | None = None,
         beta: float = 1.0,
         alpha: float = 1.0,
         lr: float = 1e-3,
@@ -54,8 +69,12 @@ class VAESAEModule(pl.LightningModule):
             stop_gradient=stop_gradient,
             normalize_decoder=normalize_decoder,
             input_norm=input_norm,
+            center=center,
+            signed_trunk=signed_trunk,
+            rule_kw=rule_kw,
         )
-        # The controller overwrites this before every step for penalty rules; 0 means no L1 term.
+        self.auxk = None if auxk is None else AuxKSettings(**auxk)
+        # lambda: the controller overwrites it before every step for penalty rules; 0: no penalty.
         self.l1_coef: float | Tensor = 0.0
         # A buffer, so the window counts are saved in checkpoints with the weights.
         self.window = SamplesSinceFired(width)
@@ -76,12 +95,26 @@ class VAESAEModule(pl.LightningModule):
         images, _ = batch
         x = self.to_input(images)
         out = self.model(x)
-        terms = vae_sae_loss(out, x, self.hparams.beta, self.hparams.alpha, self.l1_coef)
+        sae = self.model.sae
+        penalty = sae.activation.penalty(out.pre, out.codes)
+        terms = vae_sae_loss(out, x, self.hparams.beta, self.hparams.alpha, self.l1_coef, penalty)
+        loss = terms["loss"]
+        logged = {f"train/{name}": terms[name].detach() for name in LOGGED_TERMS}
+        if self.auxk is not None:
+            aux = out.codes.new_zeros(())
+            if self.auxk.active(self.current_epoch):
+                # Dead as of the batches before this one, like Gao et al.'s running counter.
+                dead = self.window.dead_mask(self.auxk.window)
+                k_aux = self.auxk.k_aux or sae.d_in // 2
+                aux = sae_auxk_loss(sae, out.h, out.h_hat, dead, k_aux)
+                loss = loss + self.auxk.coef * aux
+            logged["train/auxk"] = aux.detach()
+            logged["train/loss"] = loss.detach()
         self.window.update(out.codes.detach())
         scale = out.scale.detach()
         self.log_dict(
             {
-                **{f"train/{name}": terms[name].detach() for name in LOGGED_TERMS},
+                **logged,
                 "sae/h_norm": out.h.detach().norm(dim=1).mean() * scale,
                 "sae/input_scale": scale,
             },
@@ -89,7 +122,7 @@ class VAESAEModule(pl.LightningModule):
             on_epoch=True,
             batch_size=len(x),
         )
-        return {"loss": terms["loss"], "l0": terms["l0"]}
+        return {"loss": loss, "l0": terms["l0"]}
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.model.sae.normalize_decoder:

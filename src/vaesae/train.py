@@ -23,6 +23,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from vaesae.arms import arm_callbacks, arm_module_kw
 from vaesae.atomic import write_json
 from vaesae.config import (
     ConfigError,
@@ -90,6 +91,7 @@ def run_meta(cfg: DictConfig) -> dict[str, Any]:
     return {
         "run_name": cfg.run_name,
         "method": cfg.method.name,
+        "arm": cfg.arm.name,
         "dataset": cfg.dataset.name,
         "seed": int(cfg.seed),
         "threshold": cfg.threshold.name,
@@ -141,12 +143,14 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             in_channels=cfg.dataset.in_channels,
             d_z=cfg.model.d_z,
             width=cfg.model.width,
-            method=cfg.method.name,
             k_start=schedule.k_start,
             site=cfg.model.site,
             stop_gradient=cfg.model.stop_gradient,
             normalize_decoder=cfg.model.normalize_decoder,
             input_norm=cfg.model.input_norm,
+            center=cfg.model.center,
+            signed_trunk=cfg.model.signed_trunk,
+            **arm_module_kw(cfg, schedule),
             beta=cfg.loss.beta,
             alpha=cfg.loss.alpha,
             lr=cfg.optim.lr,
@@ -157,7 +161,11 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
         evaluation = EvaluationCallback(_eval_settings(cfg), reference_epoch(cfg))
         recorder = RunRecorder(run_dir, meta, evaluation, cfg.metrics.recon_images)
         callbacks = [
-            SparsityScheduleCallback(schedule, cfg.schedule.granularity, **controller),
+            SparsityScheduleCallback(
+                schedule, cfg.schedule.granularity, pressure=cfg.arm.pressure, **controller
+            ),
+            # Before the evaluation and the recorder, which read what they log each epoch.
+            *arm_callbacks(cfg, schedule),
             evaluation,
             recorder,
             LastCheckpoint(run_dir),

@@ -1,4 +1,7 @@
-"""Models: conv VAE, sparse autoencoder with interchangeable activation rules, the hybrid."""
+"""Models: conv VAE, sparse autoencoder with interchangeable activation rules, the hybrid.
+
+Importing the package registers every activation rule (topk, l1, batchtopk, jumprelu).
+"""
 
 from vaesae.models.activations import (
     ACTIVATIONS,
@@ -9,7 +12,9 @@ from vaesae.models.activations import (
     make_activation,
     register_activation,
 )
+from vaesae.models.batchtopk import BatchTopK
 from vaesae.models.hybrid import SAE_SITES, VAESAE, VAESAEOutput
+from vaesae.models.jumprelu import JumpReLU
 from vaesae.models.losses import (
     LOSS_TERMS,
     bernoulli_recon,
@@ -19,19 +24,23 @@ from vaesae.models.losses import (
     sae_mse,
     vae_sae_loss,
 )
-from vaesae.models.sae import INPUT_NORMS, SparseAutoencoder
+from vaesae.models.sae import CENTERS, INPUT_NORMS, SAEOutput, SparseAutoencoder
 from vaesae.models.vae import ConvDecoder, ConvEncoder, GaussianHead, reparameterize
 
 __all__ = [
     "ACTIVATIONS",
+    "CENTERS",
     "INPUT_NORMS",
     "LOSS_TERMS",
     "SAE_SITES",
     "VAESAE",
+    "BatchTopK",
     "ConvDecoder",
     "ConvEncoder",
     "GaussianHead",
+    "JumpReLU",
     "L1ReLU",
+    "SAEOutput",
     "SparseActivation",
     "SparseAutoencoder",
     "TopK",

@@ -1,13 +1,13 @@
 """Sparse activation rules of the SAE: pre-activations (B, width) -> non-negative codes (B, width).
 
-Each rule is one small module registered under its method name, so a new rule (batchtopk,
-jumprelu, topk_auxk, ...) is one class with ``@register_activation("name")``. A rule declares how
-its sparsity is controlled, which is all the schedule callback needs to know:
+Each rule is one small module registered under its method name, so a new rule is one class with
+``@register_activation("name")`` (``batchtopk`` and ``jumprelu`` live in their own files). A rule
+declares how its sparsity is controlled, which is all the schedule callback needs to know:
 
 - ``control = "k"``: the rule has a mutable integer ``k`` (active units per sample) that the
   schedule sets directly;
-- ``control = "penalty"``: sparsity comes from a loss term whose coefficient a controller drives
-  so that the measured L0 tracks the scheduled k.
+- ``control = "penalty"``: sparsity comes from the loss term ``lambda * rule.penalty(pre, codes)``
+  whose coefficient lambda a controller drives so that the measured L0 tracks the scheduled k.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from vaesae.models.losses import l1_norm
 
 ACTIVATIONS: dict[str, type[SparseActivation]] = {}
 CONTROLS = ("k", "penalty")
@@ -33,6 +35,14 @@ class SparseActivation(nn.Module):
         if width < 1:
             raise ValueError(f"SAE width={width} must be >= 1")
         self.width = width
+
+    def penalty(self, pre: Tensor, codes: Tensor) -> Tensor:
+        """The sparsity term that lambda multiplies, mean over the batch (0-d).
+
+        Default: ||s||_1 = sum_i |s_i| (the L1 rule's penalty; k-controlled rules report it with
+        lambda = 0). ``pre`` (B, width) are the pre-activations that gave ``codes`` (B, width).
+        """
+        return l1_norm(codes)
 
 
 def register_activation(
@@ -108,7 +118,8 @@ class TopK(SparseActivation):
 
 @register_activation("l1")
 class L1ReLU(SparseActivation):
-    """s = ReLU(pre); sparsity comes from the loss term lambda * mean_batch(sum_i |s_i|)."""
+    """s = ReLU(pre); sparsity comes from the loss term lambda * mean_batch(sum_i |s_i|)
+    (the inherited :meth:`SparseActivation.penalty`)."""
 
     control = "penalty"
 

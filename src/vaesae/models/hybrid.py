@@ -7,7 +7,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from vaesae.models.activations import activation_class
-from vaesae.models.sae import INPUT_NORMS, SparseAutoencoder
+from vaesae.models.sae import CENTERS, SparseAutoencoder
 from vaesae.models.vae import ConvDecoder, ConvEncoder, GaussianHead, reparameterize
 
 SAE_SITES = ("hidden", "latent")
@@ -20,10 +20,11 @@ class VAESAEOutput(NamedTuple):
     mu: Tensor  # (B, d_z) posterior mean
     logvar: Tensor  # (B, d_z) posterior log-variance
     z: Tensor  # (B, d_z) decoder input: a posterior sample in train mode, mu in eval mode
-    h: Tensor  # (B, d_in) SAE input h / r: trunk features (site=hidden) or mu (site=latent)
+    h: Tensor  # (B, d_in) SAE input (h - c) / r: trunk features (site=hidden) or mu (site=latent)
     codes: Tensor  # (B, width) SAE activations s
-    h_hat: Tensor  # (B, d_in) SAE reconstruction of h / r (the SAE's own, normalised units)
-    scale: Tensor  # () the SAE's input normalisation r: raw features are h * r
+    h_hat: Tensor  # (B, d_in) SAE reconstruction of (h - c) / r (the SAE's normalised units)
+    scale: Tensor  # () the SAE's input normalisation r: raw features are h * r + c
+    pre: Tensor  # (B, width) SAE pre-activations (what the activation rule turned into codes)
 
 
 class VAESAE(nn.Module):
@@ -36,6 +37,9 @@ class VAESAE(nn.Module):
     so the SAE losses do not shape the VAE.
     ``k`` is the initial k of k-controlled rules (default: width, the schedule's usual start);
     penalty-controlled rules such as ``l1`` take their target from the schedule instead.
+    ``rule_kw`` are further settings of the activation rule (e.g. JumpReLU's bandwidth);
+    ``center`` is the SAE's input centring (:class:`SparseAutoencoder`); ``signed_trunk`` drops the
+    ReLU after the trunk's last linear layer (:class:`ConvEncoder`).
     """
 
     def __init__(
@@ -48,16 +52,21 @@ class VAESAE(nn.Module):
         site: str = "hidden",
         stop_gradient: bool = True,
         hidden_dim: int = 256,
-        normalize_decoder: bool = True,
-        input_norm: str = INPUT_NORMS[0],
+        normalize_decoder: bool = False,
+        input_norm: str = "none",
+        center: str = CENTERS[0],
+        signed_trunk: bool = False,
+        rule_kw: dict[str, object] | None = None,
     ) -> None:
         super().__init__()
         if site not in SAE_SITES:
             raise ValueError(f"unknown sae.site={site!r}; valid: {', '.join(SAE_SITES)}")
-        activation_kw = {"k": k} if activation_class(method).control == "k" else {}
+        activation_kw = dict(rule_kw or {})
+        if activation_class(method).control == "k":
+            activation_kw["k"] = k
         self.site = site
         self.stop_gradient = stop_gradient
-        self.encoder = ConvEncoder(in_channels, hidden_dim)
+        self.encoder = ConvEncoder(in_channels, hidden_dim, signed=signed_trunk)
         self.latent_head = GaussianHead(hidden_dim, d_z)
         self.decoder = ConvDecoder(in_channels, d_z, hidden_dim)
         self.sae = SparseAutoencoder(
@@ -66,6 +75,7 @@ class VAESAE(nn.Module):
             method=method,
             normalize_decoder=normalize_decoder,
             input_norm=input_norm,
+            center=center,
             **activation_kw,
         )
 
@@ -73,10 +83,12 @@ class VAESAE(nn.Module):
         """x: images (B, C, 64, 64), float in [0, 1]."""
         features = self.encoder(x)
         if self.site == "hidden":
-            codes, h, h_hat, scale = self.sae(features)
-            mu, logvar = self.latent_head(h_hat * scale)
+            sae = self.sae(features)
+            mu, logvar = self.latent_head(sae.recon)
         else:
             mu, logvar = self.latent_head(features)
-            codes, h, h_hat, scale = self.sae(mu.detach() if self.stop_gradient else mu)
+            sae = self.sae(mu.detach() if self.stop_gradient else mu)
         z = reparameterize(mu, logvar) if self.training else mu
-        return VAESAEOutput(self.decoder(z), mu, logvar, z, h, codes, h_hat, scale)
+        return VAESAEOutput(
+            self.decoder(z), mu, logvar, z, sae.x, sae.codes, sae.x_hat, sae.scale, sae.pre
+        )

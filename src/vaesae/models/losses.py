@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vaesae.models.hybrid import VAESAEOutput
+if TYPE_CHECKING:  # the activation rules import these functions, and the model imports the rules
+    from vaesae.models.hybrid import VAESAEOutput
 
-LOSS_TERMS = ("loss", "recon", "kl", "sae_mse", "l1", "l0")
+LOSS_TERMS = ("loss", "recon", "kl", "sae_mse", "l1", "penalty", "l0")
 
 
 def bernoulli_recon(logits: Tensor, x: Tensor) -> Tensor:
@@ -47,18 +50,25 @@ def vae_sae_loss(
     beta: float = 1.0,
     alpha: float = 1.0,
     l1_coef: float | Tensor = 0.0,
+    penalty: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """loss = recon + beta * kl + alpha * sae_mse + l1_coef * l1, with every term in the dict.
+    """loss = recon + beta * kl + alpha * sae_mse + l1_coef * penalty, with every term in the dict.
 
-    Keys: ``LOSS_TERMS``. ``l1`` is reported for every rule (it enters the loss only through
-    ``l1_coef``, which is 0 for k-controlled rules); ``l0`` is detached. ``l1_coef`` may be a
-    0-d tensor so a controller can keep it on the device.
+    ``penalty`` is the activation rule's sparsity term (``SparseActivation.penalty``: ||s||_1 for
+    the L1 rule, a straight-through L0 for JumpReLU); None means ||s||_1. Keys: ``LOSS_TERMS``.
+    ``l1`` = ||s||_1 is reported for every rule, so runs stay comparable; the penalty enters the
+    loss only through ``l1_coef`` (lambda), which is 0 for k-controlled rules. ``l0`` is detached.
+    ``l1_coef`` may be a 0-d tensor so a controller can keep it on the device.
     """
+    l1 = l1_norm(out.codes)
     terms = {
         "recon": bernoulli_recon(out.logits, x),
         "kl": gaussian_kl(out.mu, out.logvar),
         "sae_mse": sae_mse(out.h, out.h_hat),
-        "l1": l1_norm(out.codes),
+        "l1": l1,
+        "penalty": l1 if penalty is None else penalty,
     }
-    loss = terms["recon"] + beta * terms["kl"] + alpha * terms["sae_mse"] + l1_coef * terms["l1"]
+    loss = (
+        terms["recon"] + beta * terms["kl"] + alpha * terms["sae_mse"] + l1_coef * terms["penalty"]
+    )
     return {"loss": loss, **terms, "l0": l0_norm(out.codes.detach())}

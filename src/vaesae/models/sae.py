@@ -1,8 +1,10 @@
-"""Sparse autoencoder: s = act(W_e (x - b_pre) + b_e), x_hat = W_d s + b_pre on x = h / rms(h)."""
+"""Sparse autoencoder: s = act(W_e (x - b_pre) + b_e), x_hat = W_d s + b_pre on the normalised
+input x = (h - c) / r, with r the input's RMS and c an optional centre (0 by default)."""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -10,19 +12,33 @@ from torch import Tensor, nn
 from vaesae.models.activations import make_activation
 
 INPUT_NORMS = ("batch", "none")
+CENTERS = ("none", "ema", "init")
+
+
+class SAEOutput(NamedTuple):
+    """One SAE forward pass (B = batch size)."""
+
+    codes: Tensor  # (B, width) activations s
+    x: Tensor  # (B, d_in) normalised input (h - c) / r
+    x_hat: Tensor  # (B, d_in) its reconstruction, in the same units
+    scale: Tensor  # () the input normalisation r
+    pre: Tensor  # (B, width) pre-activations W_e (x - b_pre) + b_e
+    recon: Tensor  # (B, d_in) the reconstruction of h itself, x_hat * r + c
 
 
 class SparseAutoencoder(nn.Module):
     """One-hidden-layer SAE over ``d_in`` features with ``width`` units and a sparse activation.
 
-    ``b_pre`` is the shared pre-encoder / post-decoder bias (it centres the input). The encoder is
+    ``b_pre`` is the shared pre-encoder / post-decoder bias (a learned centre of x). The encoder is
     initialised as the transpose of a decoder with unit-norm columns, so every unit starts as a
     matched filter of its own dictionary direction (the usual tied initialisation).
 
     Scale. In the forward path of a VAE, scaling the trunk features h by c and the latent head by
     1/c leaves the VAE unchanged but would scale the SAE's squared error by c^2 and its L1 term by
     c, so a penalty could be met by shrinking h instead of by sparser codes, and an absolute
-    activation threshold would move with c. Two conventions make the objective scale-free:
+    activation threshold would move with c. Two options make the objective scale-free (both off
+    by default: together they collapsed 3 of 5 demo-sized Top-k VAE-SAEs on dSprites to the
+    no-information reconstruction, while the raw objective trains):
 
     - ``input_norm="batch"``: the SAE works on x = h / r with r = sqrt(mean_{batch, features}
       h^2), the root-mean-square feature of the training batch (differentiable, so there is no
@@ -31,6 +47,31 @@ class SparseAutoencoder(nn.Module):
       Codes and the SAE error are then in units of that RMS feature. ``"none"``: r = 1.
     - ``normalize_decoder``: the owner calls :meth:`normalize_decoder_` after each optimizer step
       (SAELens' and Anthropic's convention), so codes cannot shrink while W_d grows.
+
+    Centre. The trunk's features are ReLU outputs, so h has a large common mean; with the tied
+    initialisation every unit then sees mostly that mean and the same units win every sample.
+    ``center`` removes it:
+
+    - ``"none"``: c = 0, and b_pre (zero-initialised, learned) is the only centring;
+    - ``"ema"`` (the data-mean centring that Bricken et al. 2023 and Gao et al. 2024 get by
+      initialising b_pre to the data's geometric median, kept current as the trunk drifts, the
+      way batch normalisation keeps its statistics): c (d_in, in the units of h) is a running
+      mean of h, ``c <- c + momentum (mean_batch h - c)`` in training (the first batch copied; no
+      gradient), used as it stands in evaluation and saved in checkpoints (``input_mean``). The
+      SAE works on x = (h - c) / r with r = sqrt(mean_{batch, features} (h - c)^2), and c is
+      added back to its reconstruction: ``recon = x_hat * r + c``. Two other forms stalled the
+      VAE in posterior collapse on the demo (~570 against ~120 nats per image): a centre in
+      normalised units with r the RMS of h itself (the trunk could then add a constant to h,
+      which the centre absorbs for free, until the variation that the codes carry is negligible
+      against r; the SAE error fell to ~0.01), and a centre in normalised units with the centred
+      r (the centre then reaches the latent head as c * r, so the head's gradient mostly moves
+      the global scale r);
+    - ``"init"``: c = 0 and b_pre is set to the mean of x over the first training batch, then
+      learned (the data-mean initialisation of Anthropic's and OpenAI's SAEs, which use the
+      geometric median or mean of the data); ``input_mean`` records that first mean. On the demo
+      this also stalled the VAE (~570 nats).
+
+    ``momentum`` serves both running statistics (r and c).
     """
 
     def __init__(
@@ -38,18 +79,25 @@ class SparseAutoencoder(nn.Module):
         d_in: int = 256,
         width: int = 500,
         method: str = "topk",
-        normalize_decoder: bool = True,
-        input_norm: str = "batch",
+        normalize_decoder: bool = False,
+        input_norm: str = "none",
         norm_momentum: float = 0.01,
+        center: str = "none",
         **activation_kw: object,
     ) -> None:
         super().__init__()
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"unknown input_norm={input_norm!r}; valid: {', '.join(INPUT_NORMS)}")
+        if center not in CENTERS:
+            raise ValueError(f"unknown sae center={center!r}; valid: {', '.join(CENTERS)}")
         self.input_norm = input_norm
         self.norm_momentum = norm_momentum
+        self.center = center
         # NaN until the first training batch, which is copied rather than averaged with 1.
         self.register_buffer("input_rms", torch.full((), math.nan))
+        if center != "none":
+            # Registered only when used, so checkpoints of uncentred models keep their keys.
+            self.register_buffer("input_mean", torch.full((d_in,), math.nan))
         self.d_in = d_in
         self.width = width
         self.normalize_decoder = normalize_decoder
@@ -66,36 +114,77 @@ class SparseAutoencoder(nn.Module):
     def method(self) -> str:
         return self.activation.method
 
+    def pre_activations(self, x: Tensor) -> Tensor:
+        """W_e (x - b_pre) + b_e (B, width) of normalised inputs x (B, d_in)."""
+        return self.encoder(x - self.b_pre)
+
     def encode(self, x: Tensor) -> Tensor:
         """Codes s (B, width) of normalised inputs x (B, d_in)."""
-        return self.activation(self.encoder(x - self.b_pre))
+        return self.activation(self.pre_activations(x))
 
     def decode(self, s: Tensor) -> Tensor:
         """Reconstruction x_hat (B, d_in) of codes s (B, width), in normalised units."""
         return self.decoder(s) + self.b_pre
 
+    def input_center(self, h: Tensor) -> Tensor | None:
+        """The centre c (d_in) subtracted from h (B, d_in), None without one; under ``"ema"`` a
+        training batch is folded into the running mean first."""
+        if self.center != "ema":
+            return None
+        if self.training:
+            with torch.no_grad():
+                batch_mean = h.detach().float().mean(0)
+                blended = self.input_mean + self.norm_momentum * (batch_mean - self.input_mean)
+                self.input_mean.copy_(torch.where(self.input_mean.isnan(), batch_mean, blended))
+        return torch.nan_to_num(self.input_mean, nan=0.0).to(h.dtype)
+
+    @torch.no_grad()
+    def init_b_pre_(self, x: Tensor) -> None:
+        """Under ``center="init"``: b_pre <- mean_batch x at the first training batch x (B, d_in)
+        (``input_mean`` keeps it); a no-op afterwards and for the other centres."""
+        if self.center != "init":
+            return
+        batch_mean = x.detach().float().mean(0)
+        first = self.input_mean.isnan()
+        # Written every step but changed only at the first: the NaN test stays on the device.
+        self.b_pre.copy_(torch.where(first, batch_mean, self.b_pre))
+        self.input_mean.copy_(torch.where(first, batch_mean, self.input_mean))
+
+    def batch_scale(self, h: Tensor) -> Tensor:
+        """The divisor r (0-d) that a training batch of (centred) inputs h (B, d_in) gets, without
+        updating anything: sqrt(mean_{batch, features} h^2), or 1 under ``input_norm="none"``."""
+        if self.input_norm == "none":
+            return torch.ones((), dtype=h.dtype, device=h.device)
+        return h.float().pow(2).mean().sqrt().clamp_min(1e-12)
+
     def input_scale(self, h: Tensor) -> Tensor:
         """The divisor r (0-d) of the input normalisation; updates the running mean in training."""
         if self.input_norm == "none":
-            return torch.ones((), dtype=h.dtype, device=h.device)
+            return self.batch_scale(h)
         if not self.training:
             return torch.nan_to_num(self.input_rms, nan=1.0).to(h.dtype)
-        rms = h.float().pow(2).mean().sqrt().clamp_min(1e-12)
+        rms = self.batch_scale(h)
         with torch.no_grad():
             r = rms.detach()
             blended = self.input_rms + self.norm_momentum * (r - self.input_rms)
             self.input_rms.copy_(torch.where(self.input_rms.isnan(), r, blended))
         return rms.to(h.dtype)
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(codes s, normalised input x = h / r, its reconstruction x_hat, scale r).
-
-        The reconstruction of h itself is ``x_hat * r``.
-        """
+    def forward(self, h: Tensor) -> SAEOutput:
+        """Codes, normalised input x = (h - c) / r, its reconstruction, r, the pre-activations
+        and the reconstruction of h, ``x_hat * r + c``."""
+        c = self.input_center(h)
+        if c is not None:
+            h = h - c
         r = self.input_scale(h)
         x = h / r
-        s = self.encode(x)
-        return s, x, self.decode(s), r
+        if self.training:
+            self.init_b_pre_(x)
+        pre = self.pre_activations(x)
+        s = self.activation(pre)
+        x_hat = self.decode(s)
+        recon = x_hat * r if c is None else x_hat * r + c
+        return SAEOutput(s, x, x_hat, r, pre, recon)
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:

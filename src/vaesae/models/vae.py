@@ -12,12 +12,14 @@ _FEATURE_MAP = (64, 4, 4)
 
 
 class ConvEncoder(nn.Module):
-    """x (B, C, 64, 64) -> trunk features h (B, hidden_dim), after ReLU.
+    """x (B, C, 64, 64) -> trunk features h (B, hidden_dim).
 
-    conv 32-32-64-64 (kernel 4, stride 2, padding 1, ReLU) -> flatten 64*4*4 -> fc hidden_dim, ReLU.
+    conv 32-32-64-64 (kernel 4, stride 2, padding 1, ReLU) -> flatten 64*4*4 -> fc hidden_dim,
+    then ReLU unless ``signed``: with ``signed=True`` the features are the fc layer's affine output
+    and take both signs (h = W z + b instead of max(0, W z + b)).
     """
 
-    def __init__(self, in_channels: int, hidden_dim: int = 256) -> None:
+    def __init__(self, in_channels: int, hidden_dim: int = 256, signed: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_prev = in_channels
@@ -25,7 +27,9 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(c_prev, c, kernel_size=4, stride=2, padding=1), nn.ReLU()]
             c_prev = c
         n_flat = _FEATURE_MAP[0] * _FEATURE_MAP[1] * _FEATURE_MAP[2]
-        layers += [nn.Flatten(), nn.Linear(n_flat, hidden_dim), nn.ReLU()]
+        layers += [nn.Flatten(), nn.Linear(n_flat, hidden_dim)]
+        if not signed:
+            layers.append(nn.ReLU())
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""python -m vaesae.report SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--rule NAME]"""
+"""python -m vaesae.report SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--rule NAME]
+[--low-dead F] [--quality-margin F]"""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from vaesae.report.document import write_report
+from vaesae.report.falsify import LOW_DEAD, QUALITY_MARGIN, Settings
 from vaesae.report.loading import RuleError, load_sweep
 
 
@@ -27,12 +29,31 @@ def main(argv: list[str] | None = None) -> Path:
         "each epoch, so no threshold sweep is needed). Default: each run's own rule "
         "(dead/primary).",
     )
+    parser.add_argument(
+        "--low-dead",
+        type=float,
+        default=LOW_DEAD,
+        metavar="F",
+        help="falsification verdict (sweeps with arms): an arm's dead rate at k_end is low when "
+        f"its 95 %% CI lies below F (a fraction; default {LOW_DEAD})",
+    )
+    parser.add_argument(
+        "--quality-margin",
+        type=float,
+        default=QUALITY_MARGIN,
+        metavar="F",
+        help="falsification verdict: an arm's model is as good when the CI of its reconstruction "
+        f"loss / the baseline's lies below 1 + F (default {QUALITY_MARGIN})",
+    )
     args = parser.parse_args(argv)
+    if not 0 < args.low_dead < 1 or args.quality_margin < 0:
+        parser.error("--low-dead must be in (0, 1) and --quality-margin >= 0")
     try:
         sweep = load_sweep(*args.sweeps, rule=args.rule)
     except (FileNotFoundError, RuleError) as err:
         parser.exit(2, f"error: {err}\n")
-    path = write_report(sweep, args.out or args.sweeps[0] / "report")
+    settings = Settings(args.low_dead, args.quality_margin)
+    path = write_report(sweep, args.out or args.sweeps[0] / "report", settings)
     print(
         f"{len(sweep.included)} complete runs, {len(sweep.excluded)} excluded; report: {path}",
         file=sys.stderr,

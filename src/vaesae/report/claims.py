@@ -176,7 +176,7 @@ def _pairs(
     groups: dict[Condition, list[Run]], key: str
 ) -> list[tuple[str, str, list[Run], list[Run]]]:
     """(fixed name, scope, group a, group b): L1 vs Top-k per dataset (key='method') or
-    Shapes3D vs dSprites per method (key='dataset'), within one variant."""
+    Shapes3D vs dSprites per method (key='dataset'), within one variant and arm."""
     a_name, b_name = ("l1", "topk") if key == "method" else ("shapes3d", "dsprites")
     out = []
     for cond, runs in groups.items():
@@ -185,7 +185,7 @@ def _pairs(
         other = cond._replace(**{key: b_name})
         if other in groups:
             fixed = cond.dataset if key == "method" else cond.method
-            scope = fixed + (f" [{cond.variant}]" if cond.variant else "")
+            scope = fixed + cond.tag
             out.append((fixed, scope, runs, groups[other]))
     return out
 

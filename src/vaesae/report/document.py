@@ -18,7 +18,17 @@ from vaesae.report.claims import (
     evaluate_claims,
     rule_exclusions,
 )
-from vaesae.report.figures import write_figures
+from vaesae.report.falsify import (
+    DEFAULT_SETTINGS,
+    Settings,
+    arm_rows,
+    has_arms,
+    methods_text,
+    paper_conditions,
+    section,
+    summary_line,
+)
+from vaesae.report.figures import write_arm_figures, write_figures
 from vaesae.report.loading import (
     L0_TOLERANCE,
     NOT_AT_K_MARK,
@@ -250,8 +260,24 @@ def _claims_section(
     return _footnoted(text + _exclusion_lines(groups, rules))
 
 
-def report_markdown(sweep: Sweep, figures: dict[str, Path], out_dir: Path) -> str:
-    """The whole report.md text of a loaded sweep."""
+def _verdicts(groups: dict[Condition, list[Run]], rules: list[str], arms: str | None) -> str:
+    """The paper's claims on `paper_conditions`; with arms (`arms`: the falsification section's
+    summary line), on the baseline's runs, and the arms' summary after them."""
+    paper = paper_conditions(groups)
+    if not paper:
+        text = "_No baseline runs: the paper's claims are tested on the baseline arm only._"
+    else:
+        text = _claims_section(evaluate_claims(paper, rules), paper, rules)
+    if arms is None:
+        return text
+    head = "Tested on the baseline arm's runs; the other arms are tested in section 7.\n\n"
+    return head + text + f"\n\nSection 7: {arms}."
+
+
+def report_markdown(
+    sweep: Sweep, figures: dict[str, Path], out_dir: Path, settings: Settings = DEFAULT_SETTINGS
+) -> str:
+    """The whole report.md text of a loaded sweep (`settings`: the falsification verdict's)."""
     groups = sweep.conditions()
     runs = sweep.included
     again = (
@@ -281,9 +307,10 @@ def report_markdown(sweep: Sweep, figures: dict[str, Path], out_dir: Path) -> st
     links = "\n\n".join(
         f"![{name}]({os.path.relpath(path, out_dir)})" for name, path in figures.items()
     )
+    rows = arm_rows(groups, settings) if has_arms(groups) else []
     sections += [
         "## Protocol\n\n" + _protocol(runs),
-        "## Verdicts\n\n" + _claims_section(evaluate_claims(groups, rules), groups, rules),
+        "## Verdicts\n\n" + _verdicts(groups, rules, summary_line(rows) if rows else None),
         f"## 1. Dead neurons at k_end (primary rule: {primary})\n\n"
         + _footnoted(main_table(groups)),
         "## 2. Every dead-neuron rule (dead %, epoch 0 → k_end → final)\n\n"
@@ -294,17 +321,28 @@ def report_markdown(sweep: Sweep, figures: dict[str, Path], out_dir: Path) -> st
         "## 5. MIG (stable?)\n\n" + _footnoted(mig_table(groups)),
         "## 6. Per-neuron semantics at k_end\n\n"
         + _footnoted(_mark_rows(semantics_table(groups), groups)),
+    ]
+    if rows:
+        sections.append("## 7. Is the collapse intrinsic?\n\n" + section(rows))
+    methods = METHODS_TEXT.format(width=width, primary=primary_text)
+    sections += [
         "## Figures\n\n" + links,
-        "## Methods\n\n" + METHODS_TEXT.format(width=width, primary=primary_text),
+        "## Methods\n\n" + methods + (methods_text(settings) if rows else ""),
     ]
     return "\n\n".join(sections) + "\n"
 
 
-def write_report(sweep: Sweep, out_dir: str | Path) -> Path:
-    """Write report.md, summary.csv and the figures into `out_dir`; returns report.md's path."""
+def write_report(sweep: Sweep, out_dir: str | Path, settings: Settings = DEFAULT_SETTINGS) -> Path:
+    """Write report.md, summary.csv and the figures into `out_dir`; returns report.md's path.
+    The per-condition figures show `paper_conditions` (the baseline arm's, when there are arms),
+    the arm figures every arm."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = sweep.conditions()
-    figures = write_figures(groups, out_dir / "figures") if groups else {}
+    paper = paper_conditions(groups)
+    figures = write_figures(paper, out_dir / "figures") if paper else {}
+    if has_arms(groups):
+        rows = arm_rows(groups, settings)
+        figures |= write_arm_figures(rows, settings.low_dead, out_dir / "figures")
     write_text(out_dir / "summary.csv", summary_csv(sweep.runs))
-    return write_text(out_dir / "report.md", report_markdown(sweep, figures, out_dir))
+    return write_text(out_dir / "report.md", report_markdown(sweep, figures, out_dir, settings))

@@ -1,8 +1,10 @@
 """Report figures, drawn with matplotlib's object API (Agg renders them; no pyplot state):
 curves over epochs and k with mean ± std bands over seeds, firing-frequency histograms and
-per-neuron alignment heatmaps. Each function returns a `Figure`; `write_figures` saves them as
-PNGs, atomically. Every spread is the sample standard deviation (n − 1, `_std`), as in the
-tables; "primary rule" is the one the sweep was loaded with (`load_sweep(rule=...)`)."""
+per-neuron alignment heatmaps; for a sweep with arms, dead rate per epoch and at k_end by arm
+(`vaesae.report.falsify`). Each function returns a `Figure`; `write_figures` and
+`write_arm_figures` save them as PNGs, atomically. Every spread is the sample standard deviation
+(n − 1, `_std`), as in the tables; "primary rule" is the one the sweep was loaded with
+(`load_sweep(rule=...)`)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from matplotlib.ticker import MaxNLocator
 
 from vaesae.atomic import atomic_path
 from vaesae.evaluation import HIST_NAMES
-from vaesae.report.loading import Condition, Run
+from vaesae.report.falsify import ArmRow
+from vaesae.report.loading import NO_SQUEEZE, Condition, Run
 
 __all__ = [
     "dead_vs_k",
@@ -25,6 +28,9 @@ __all__ = [
     "firing_histograms",
     "alignment_heatmaps",
     "write_figures",
+    "arm_dead_vs_epoch",
+    "arm_dead_at_k_end",
+    "write_arm_figures",
 ]
 
 HIST_LABELS = ("never", "≤1e-4", "1e-4–1e-3", "1e-3–1e-2", "1e-2–1e-1", ">1e-1")
@@ -76,7 +82,7 @@ def _panels(n: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, li
 
 
 def _series_label(cond: Condition) -> str:
-    return cond.method + (f" [{cond.variant}]" if cond.variant else "")
+    return cond.method + cond.tag
 
 
 def dead_vs_k(groups: dict[Condition, list[Run]]) -> Figure:
@@ -212,3 +218,74 @@ def write_figures(groups: dict[Condition, list[Run]], out_dir: Path) -> dict[str
         "alignment_heatmaps": alignment_heatmaps,
     }
     return {name: _save(make(groups), out_dir / f"{name}.png") for name, make in makers.items()}
+
+
+def arm_dead_vs_epoch(rows: list[ArmRow]) -> Figure:
+    """Dead rate (primary rule) per epoch of each arm's counted runs, mean ± 1 std band over
+    seeds, one panel per dataset × method (× variant); no_squeeze dashed, the dotted line at the
+    arms' first reference epoch (k_end)."""
+    panels: dict[Condition, list[ArmRow]] = {}
+    for row in rows:
+        panels.setdefault(row.cond._replace(arm=""), []).append(row)
+    fig, axes = _panels(len(panels))
+    for ax, (where, arms) in zip(axes, panels.items(), strict=True):
+        for i, row in enumerate(arms):
+            if not row.counted:
+                continue
+            ys = 100 * _stack(row.counted, "dead/primary")
+            style = "--" if row.cond.arm == NO_SQUEEZE else "-"
+            _band(ax, np.arange(ys.shape[1]), ys, row.cond.arm, color=f"C{i % 10}", linestyle=style)
+        refs = [
+            r.reference_epoch for row in arms if row.cond.arm != NO_SQUEEZE for r in row.counted
+        ]
+        if refs:
+            ax.axvline(min(refs), color="grey", linestyle=":", linewidth=1)
+        ax.set(title=f"{where.label}: dead rate by arm", xlabel="epoch", ylabel="dead neurons (%)")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def arm_dead_at_k_end(rows: list[ArmRow], low_dead: float) -> Figure:
+    """Dead rate at k_end per arm (counted runs): the mean with its 95 % Student-t CI as error
+    bars (none below 2 seeds), one bar per method (× variant), one panel per dataset; the dotted
+    line is the verdict's `low_dead`."""
+    datasets: dict[str, list[ArmRow]] = {}
+    for row in rows:
+        datasets.setdefault(row.cond.dataset, []).append(row)
+    fig, axes = _panels(len(datasets), width=6.0, height=4.0)
+    for ax, (dataset, drows) in zip(axes, datasets.items(), strict=True):
+        arms = list(dict.fromkeys(row.cond.arm for row in drows))
+        series = list(dict.fromkeys(row.cond._replace(dataset="", arm="") for row in drows))
+        width = 0.8 / len(series)
+        for j, kind in enumerate(series):
+            mine = [r for r in drows if r.cond._replace(dataset="", arm="") == kind and r.counted]
+            cis = [r.dead_ci for r in mine]
+            x = (
+                np.array([arms.index(r.cond.arm) for r in mine])
+                + (j - (len(series) - 1) / 2) * width
+            )
+            y = np.array([100 * ci.estimate for ci in cis])
+            bars = ax.bar(x, y, width=width, label=kind.method + kind.tag)
+            ok = [ci.defined for ci in cis]
+            if any(ok):
+                err = np.array([[ci.estimate - ci.low, ci.high - ci.estimate] for ci in cis]).T
+                ax.errorbar(
+                    x[ok], y[ok], yerr=100 * err[:, ok], fmt="none", ecolor="black", capsize=3
+                )
+            ax.bar_label(
+                bars, [f"n={len(r.counted)}" for r in mine], label_type="center", fontsize=6
+            )
+        ax.axhline(100 * low_dead, color="grey", linestyle=":", linewidth=1)
+        ax.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=8)
+        ax.set(title=f"{dataset}: dead rate at k_end (95 % CI)", ylabel="dead neurons (%)")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def write_arm_figures(rows: list[ArmRow], low_dead: float, out_dir: Path) -> dict[str, Path]:
+    """The falsification section's figures into `out_dir`, by name."""
+    figures = {
+        "arm_dead_vs_epoch": arm_dead_vs_epoch(rows),
+        "arm_dead_at_k_end": arm_dead_at_k_end(rows, low_dead),
+    }
+    return {name: _save(fig, out_dir / f"{name}.png") for name, fig in figures.items()}

@@ -13,6 +13,11 @@ away from k_end: it stays in the statistics, flagged, but out of the Top-k vs L1
 
 `load_sweep(..., rule=NAME)` reads `dead/NAME` wherever the report asks for `dead/primary` (each
 run's own rule by default), so one sweep gives the report under every logged rule.
+
+Arms: a run's `arm` is summary.json's `"arm"`, else its config's `arm.name`, else `baseline` (runs
+recorded before arms existed). In a sweep holding more than one arm, or only a non-baseline one,
+the arm is part of every condition and of its label; the `no_squeeze` control (k = the width, no
+sparsity pressure) is not checked for `sparsity/k_last` = k_end, which it never reaches by design.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from vaesae.records import read_metrics_csv
 __all__ = [
     "L0_TOLERANCE",
     "NOT_AT_K_MARK",
+    "BASELINE",
+    "NO_SQUEEZE",
+    "ARM_ORDER",
     "RuleError",
     "Run",
     "Sweep",
@@ -52,13 +60,14 @@ __all__ = [
 
 # Sub-folders that never hold runs (Hydra, submitit, W&B, a run's own outputs).
 _SKIP = {".hydra", ".submitit", "wandb", "checkpoints", "neurons"}
-# Config keys that never split a condition: its own method / dataset, the seed, and settings that
-# change only speed or logging.
+# Config keys that never split a condition by themselves: its own method / dataset / arm, the seed,
+# and settings that change only speed or logging.
 _NOT_VARIANT = (
     "seed",
     "run_name",
     "method.",
     "dataset.",
+    "arm.",
     "data.root",
     "resume",
     "logger.",
@@ -68,6 +77,21 @@ _NOT_VARIANT = (
 )
 DATASET_ORDER = ("dsprites", "shapes3d")
 METHOD_ORDER = ("topk", "l1")
+# The two controls of the falsification section: the paper's setup, and the same training without
+# sparsity pressure (the reference that attributes dead units to the squeeze).
+BASELINE, NO_SQUEEZE = "baseline", "no_squeeze"
+ARM_ORDER = (
+    BASELINE,
+    NO_SQUEEZE,
+    "fixed_k",
+    "center",
+    "signed_trunk",
+    "auxk",
+    "resample",
+    "batchtopk",
+    "jumprelu",
+    "recover",
+)
 # A run is "not at k" when |L0 - k_end| > L0_TOLERANCE * k_end at its reference epoch; the
 # report marks every row that holds such a run with NOT_AT_K_MARK.
 L0_TOLERANCE = 0.10
@@ -92,16 +116,24 @@ def frequency_tau(rule: str) -> Fraction | None:
 
 
 class Condition(NamedTuple):
-    """What seeds are averaged over: dataset, method and `variant`, the other config values
-    (e.g. `schedule.kind=constant`) that differ between runs of the sweep ('' when none do)."""
+    """What seeds are averaged over: dataset, method, `variant`, the other config values
+    (e.g. `schedule.kind=constant`) that differ between runs of the same arm ('' when none do),
+    and `arm` ('' in a sweep of baseline runs only)."""
 
     dataset: str
     method: str
     variant: str = ""
+    arm: str = ""
+
+    @property
+    def tag(self) -> str:
+        """' [arm; variant]' (the parts that are set), '' when neither is."""
+        parts = [x for x in (self.arm, self.variant) if x]
+        return f" [{'; '.join(parts)}]" if parts else ""
 
     @property
     def label(self) -> str:
-        return f"{self.dataset} / {self.method}" + (f" [{self.variant}]" if self.variant else "")
+        return f"{self.dataset} / {self.method}{self.tag}"
 
 
 @dataclass
@@ -115,6 +147,7 @@ class Run:
     problem: str | None = None  # why the run is excluded; None for a complete run
     variant: str = ""
     rule: str | None = None  # the rule read as `dead/primary`; None: the run's own
+    condition_arm: str = ""  # the arm as its condition names it ('' in a baseline-only sweep)
 
     @property
     def name(self) -> str:
@@ -135,6 +168,10 @@ class Run:
     @property
     def status(self) -> str:
         return str(self.summary.get("status", "unknown"))
+
+    @property
+    def arm(self) -> str:
+        return _arm_of(self.summary, self.config)
 
     @property
     def reference_epoch(self) -> int:
@@ -183,7 +220,7 @@ class Run:
 
     @property
     def condition(self) -> Condition:
-        return Condition(self.dataset, self.method, self.variant)
+        return Condition(self.dataset, self.method, self.variant, self.condition_arm)
 
     @property
     def columns(self) -> list[str]:
@@ -275,7 +312,15 @@ def _read_config(path: Path) -> dict[str, Any]:
     return {}
 
 
-def _problem(summary: dict[str, Any], rows: list[dict[str, float]]) -> str | None:
+def _arm_of(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    """summary.json's `arm`, else the config's `arm.name`, else `baseline`."""
+    arm = summary.get("arm") or flatten_config(config).get("arm.name")
+    return str(arm) if arm else BASELINE
+
+
+def _problem(
+    summary: dict[str, Any], rows: list[dict[str, float]], arm: str = BASELINE
+) -> str | None:
     """Why a run cannot enter the statistics, or None when it is complete."""
     status = summary.get("status")
     if not summary:
@@ -293,7 +338,8 @@ def _problem(summary: dict[str, Any], rows: list[dict[str, float]]) -> str | Non
     if ref not in epochs:
         return f"metrics.csv has no row for reference_epoch {ref} (holds {_span(epochs)})"
     k_last, k_end = rows[epochs.index(ref)].get("sparsity/k_last", math.nan), summary.get("k_end")
-    if k_end is not None and math.isfinite(k_last) and k_last != float(k_end):
+    squeezed = arm != NO_SQUEEZE  # the control keeps k at the width: it never reaches k_end
+    if squeezed and k_end is not None and math.isfinite(k_last) and k_last != float(k_end):
         return f"sparsity/k_last = {k_last:g} at reference_epoch {ref}, not k_end = {k_end}"
     return None
 
@@ -314,7 +360,9 @@ def load_run(path: str | Path) -> Run:
         config = _read_config(path)
     except Exception as err:  # any unreadable file (OS, JSON, CSV, YAML) excludes the run
         return Run(path, {}, [], {}, problem=f"unreadable: {type(err).__name__}: {err}")
-    return Run(path, summary, rows, config, problem=_problem(summary, rows))
+    return Run(
+        path, summary, rows, config, problem=_problem(summary, rows, _arm_of(summary, config))
+    )
 
 
 def _run_dirs(root: Path) -> Iterable[Path]:
@@ -336,13 +384,24 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _assign_variants(runs: list[Run]) -> None:
-    """Label each run with the config values that differ within the sweep, so runs with e.g.
-    another schedule or primary rule are never averaged with the rest."""
+    """Label each run with its arm (when the sweep is not baseline-only) and with the config
+    values that differ between runs of the same arm, so runs with e.g. another schedule or
+    primary rule are never averaged with the rest. A value that differs only between arms (what
+    an arm changes, e.g. `model.center` of the center arm) is the arm's, not a variant."""
     flat = [flatten_config(r.config) for r in runs]
     keys = sorted({k for f in flat for k in f if not k.startswith(_NOT_VARIANT)})
-    varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1]
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for run, f in zip(runs, flat, strict=True):
+        by_arm.setdefault(run.arm, []).append(f)
+    varying = [
+        k
+        for k in keys
+        if any(len({json.dumps(f.get(k)) for f in group}) > 1 for group in by_arm.values())
+    ]
+    named = set(by_arm) != {BASELINE}
     for run, f in zip(runs, flat, strict=True):
         run.variant = " ".join(f"{k}={f[k]}" for k in varying if k in f)
+        run.condition_arm = run.arm if named else ""
 
 
 def report_rules(runs: list[Run]) -> list[str]:
@@ -391,11 +450,17 @@ def _order(cond: Condition) -> tuple:
     def rank(order: tuple[str, ...], name: str) -> tuple[int, str]:
         return (order.index(name) if name in order else len(order), name)
 
-    return (rank(DATASET_ORDER, cond.dataset), rank(METHOD_ORDER, cond.method), cond.variant)
+    return (
+        rank(DATASET_ORDER, cond.dataset),
+        rank(METHOD_ORDER, cond.method),
+        cond.variant,
+        rank(ARM_ORDER, cond.arm or BASELINE),
+    )
 
 
 def group_runs(runs: Iterable[Run]) -> dict[Condition, list[Run]]:
-    """Runs by condition (dataset, method, variant), conditions in paper order, runs by seed."""
+    """Runs by condition (dataset, method, variant, arm), conditions in paper order (the arms of
+    a dataset × method together, controls first), runs by seed."""
     groups: dict[Condition, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.condition, []).append(run)

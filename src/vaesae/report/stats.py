@@ -7,6 +7,8 @@ the time. All treat the per-seed values as independent draws from a normal distr
 - `mean_ci`: Student-t interval of a mean, ``mean ± t(n-1) · s / sqrt(n)``;
 - `paired_diff_ci`: paired-t interval of the mean per-seed difference ``a_i - b_i`` (`mean_ci` of
   the differences: it excludes 0 exactly when `paired_test` gives p < 1 - confidence);
+- `welch_diff_ci`: Welch interval of the difference of two independent means (it excludes 0
+  exactly when `welch_test` gives p < 1 - confidence);
 - `ratio_ci`: Fieller interval of the ratio of two independent means, with Welch–Satterthwaite
   degrees of freedom.
 
@@ -17,6 +19,7 @@ the time. All treat the per-seed values as independent draws from a normal distr
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +32,7 @@ __all__ = [
     "mean_std",
     "mean_ci",
     "paired_diff_ci",
+    "welch_diff_ci",
     "ratio_ci",
     "welch_test",
     "paired_test",
@@ -118,6 +122,28 @@ def paired_diff_ci(
     return mean_ci(x[keep] - y[keep], confidence)
 
 
+def welch_diff_ci(
+    a: np.ndarray | list[float], b: np.ndarray | list[float], confidence: float = CONFIDENCE
+) -> Interval:
+    """Welch interval of ``mean(a) - mean(b)`` for two independent samples (e.g. two sets of
+    seeds that cannot be paired): ``d ± t(df) · sqrt(v_a + v_b)``, v = s^2 / n, with the
+    Welch–Satterthwaite ``df = (v_a + v_b)^2 / (v_a^2 / (n_a - 1) + v_b^2 / (n_b - 1))``, over the
+    finite values. Undefined (NaN bounds) when a group has n < 2; [d, d] when both are constant."""
+    x, y = _finite(a), _finite(b)
+    if not (len(x) and len(y)):
+        return Interval(math.nan, math.nan, math.nan)
+    diff = float(x.mean() - y.mean())
+    if len(x) < 2 or len(y) < 2:
+        return Interval(diff, math.nan, math.nan)
+    va = 0.0 if _constant(x) else float(x.var(ddof=1)) / len(x)
+    vb = 0.0 if _constant(y) else float(y.var(ddof=1)) / len(y)
+    if va + vb == 0:
+        return Interval(diff, diff, diff)
+    df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
+    half = _t_quantile(confidence, df) * math.sqrt(va + vb)
+    return Interval(diff, diff - half, diff + half)
+
+
 def ratio_ci(
     numerator: np.ndarray | list[float],
     denominator: np.ndarray | list[float],
@@ -173,7 +199,11 @@ def welch_test(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> Test
     diff = float(x.mean() - y.mean()) if len(x) and len(y) else math.nan
     if len(x) < 2 or len(y) < 2 or (_constant(x) and _constant(y)):
         return TestResult(math.nan, math.nan, diff, (len(x), len(y)))
-    res = stats.ttest_ind(x, y, equal_var=False)
+    with warnings.catch_warnings():
+        # One constant group (e.g. every seed's dead rate 0) is well defined (its variance is
+        # 0), but scipy warns of catastrophic cancellation in its variance.
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        res = stats.ttest_ind(x, y, equal_var=False)
     return TestResult(float(res.statistic), float(res.pvalue), diff, (len(x), len(y)))
 
 

@@ -142,9 +142,7 @@ def ratio_table(groups: dict[Condition, list[Run]]) -> str:
         flag = any(r.not_at_k for r in (*shapes, *dsprites))
         rows.append(
             [
-                cond.method
-                + (f" [{cond.variant}]" if cond.variant else "")
-                + (f" {NOT_AT_K_MARK}" if flag else ""),
+                cond.method + cond.tag + (f" {NOT_AT_K_MARK}" if flag else ""),
                 f"{len(b)} / {len(a)}",
                 fmt_mean_std(b, 100),
                 fmt_mean_std(a, 100),
@@ -290,16 +288,17 @@ def _f(runs: list[Run], column: str, epoch: int | str, digits: int) -> str:
 
 
 def summary_csv(runs: list[Run]) -> str:
-    """One row per run found (excluded ones too, with the reason): identity, status, the rule
-    read as `dead/primary`, the not-at-k flag, and the key figures at epoch 0, k_end ('ref') and
-    the last epoch ('final')."""
+    """One row per run found (excluded ones too, with the reason): identity (with the arm),
+    status, the rule read as `dead/primary`, the not-at-k flag, and the key figures at epoch 0,
+    k_end ('ref') and the last epoch ('final')."""
     dead = {c for r in runs if r.problem is None for c in r.columns if c.startswith("dead/")}
-    figures = [*sorted(dead), "eval/l0", "mig/latent", "mig/sae"]
+    figures = [*sorted(dead), "eval/l0", "train/recon", "mig/latent", "mig/sae"]
     figures += [
         "neurons/revived",
         "neurons/newly_dead",
         "semantics/mean_alignment",
         "semantics/num_alive",
+        "semantics/factors_covered",
         *HIST_NAMES,
     ]
     header = [
@@ -307,6 +306,7 @@ def summary_csv(runs: list[Run]) -> str:
         "dataset",
         "method",
         "seed",
+        "arm",
         "variant",
         "status",
         "included",
@@ -327,6 +327,7 @@ def summary_csv(runs: list[Run]) -> str:
             run.dataset,
             run.method,
             run.seed,
+            run.arm,
             run.variant,
             run.status,
             run.problem is None,

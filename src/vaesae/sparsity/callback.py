@@ -12,10 +12,13 @@ Protocol with the LightningModule:
 
 Before each training batch k(t) is computed at t = epoch + batch_idx / batches_per_epoch
 (``granularity="step"``) or t = epoch (``"epoch"``) and, for k-controlled rules, written to the
-activation's ``k``. After each batch a penalty-controlled rule's lambda takes one controller step
-towards L0 = k(t). The epoch means of the target ``sparsity/k``, the achieved ``sparsity/l0`` and
-``sparsity/l1_coef`` are logged. k and lambda are saved in checkpoints, so a resumed run continues
-with the same values. Everything per step stays on the model's device: no host synchronisation.
+activation's ``k``. After each batch a penalty-controlled rule's lambda takes one step of the
+controller in :mod:`vaesae.sparsity.l1_controller` towards L0 = k(t). Logged per epoch: the mean
+target ``sparsity/k``, the target of the epoch's last step ``sparsity/k_last`` (the k that the
+end-of-epoch evaluation sees), the mean achieved ``sparsity/l0`` and the mean
+``sparsity/l1_coef``. k and the controller's state are saved in checkpoints, so a resumed run
+continues with the same values. Everything per step stays on the model's device: no host
+synchronisation.
 """
 
 from __future__ import annotations
@@ -33,20 +36,35 @@ from vaesae.sparsity.l1_controller import (
     L1_COEF_INIT,
     L1_COEF_MAX,
     L1_COEF_MIN,
-    L1_ETA,
-    update_l1_coef,
+    L1_KFF,
+    L1_KI,
+    L1_KP,
+    L1_MAX_FALL,
+    L1_MAX_RISE,
+    L1_SMOOTHING,
+    L1Gains,
+    L1State,
+    l1_control_step,
+    l1_initial_state,
+    l1_state_to,
 )
 from vaesae.sparsity.schedule import KSchedule
 
 GRANULARITIES = ("step", "epoch")
+# What the squeeze applies: the schedule's k(t); none (k = width, lambda = 0: the no-squeeze
+# control); or k_end from the first step (the non-adaptive rule).
+PRESSURES = ("schedule", "none", "fixed")
 
 
 class SparsityScheduleCallback(pl.Callback):
     """Drive the SAE's sparsity along ``schedule``: k directly (topk) or lambda by control (l1).
 
     ``schedule`` is a :class:`KSchedule` or a mapping of its fields (e.g. a Hydra config node).
-    ``l1_coef_init``, ``l1_eta``, ``l1_coef_min`` and ``l1_coef_max`` are lambda's initial value
-    and the controller's gain and clamp range (see :func:`update_l1_coef`).
+    The ``l1_*`` arguments are the controller's settings (:class:`L1Gains`, whose fields they
+    name without the prefix); a bad one raises ValueError naming it. ``pressure`` (PRESSURES)
+    replaces the target: ``"none"`` keeps k = width (k-controlled rules) and lambda = 0 (penalty
+    rules, no controller), ``"fixed"`` targets k_end from the first step; the schedule's epochs,
+    and so the reference epoch, stay those of ``schedule``.
     """
 
     def __init__(
@@ -54,31 +72,54 @@ class SparsityScheduleCallback(pl.Callback):
         schedule: KSchedule | Mapping[str, Any],
         granularity: str = "step",
         l1_coef_init: float = L1_COEF_INIT,
-        l1_eta: float = L1_ETA,
         l1_coef_min: float = L1_COEF_MIN,
         l1_coef_max: float = L1_COEF_MAX,
+        l1_ki: float = L1_KI,
+        l1_kp: float = L1_KP,
+        l1_kff: float = L1_KFF,
+        l1_smoothing: float = L1_SMOOTHING,
+        l1_max_rise: float = L1_MAX_RISE,
+        l1_max_fall: float = L1_MAX_FALL,
+        pressure: str = "schedule",
     ) -> None:
+        if pressure not in PRESSURES:
+            raise ValueError(f"unknown pressure={pressure!r}; valid: {', '.join(PRESSURES)}")
+        self.pressure = pressure
         if granularity not in GRANULARITIES:
             raise ValueError(
                 f"unknown schedule granularity={granularity!r}; valid: {', '.join(GRANULARITIES)}"
             )
-        if not 0 < l1_coef_min <= l1_coef_init <= l1_coef_max:
-            raise ValueError(
-                f"need 0 < l1_coef_min={l1_coef_min} <= l1_coef_init={l1_coef_init}"
-                f" <= l1_coef_max={l1_coef_max}"
-            )
-        if l1_eta <= 0:
-            raise ValueError(f"l1_eta={l1_eta} must be > 0")
+        self.gains = L1Gains(
+            coef_init=l1_coef_init,
+            coef_min=l1_coef_min,
+            coef_max=l1_coef_max,
+            ki=l1_ki,
+            kp=l1_kp,
+            kff=l1_kff,
+            smoothing=l1_smoothing,
+            max_rise=l1_max_rise,
+            max_fall=l1_max_fall,
+        )
         self.schedule = schedule if isinstance(schedule, KSchedule) else KSchedule(**schedule)
         self.granularity = granularity
-        self.l1_eta = l1_eta
-        self.l1_coef_min = l1_coef_min
-        self.l1_coef_max = l1_coef_max
         self.k: int = self.schedule.k(0.0)
-        self.l1_coef: float | Tensor = l1_coef_init
+        self.l1: L1State = l1_initial_state(self.gains)
         # Device copies of host scalars for logging, rebuilt only when the value changes: building
         # a CUDA tensor from a Python number blocks the host, which must not happen every step.
         self._device_scalars: dict[str, tuple[float, Tensor]] = {}
+
+    @property
+    def l1_coef(self) -> float | Tensor:
+        """The lambda that the next training step uses."""
+        return self.l1.coef
+
+    def target(self, epoch: float, width: int) -> int:
+        """The k the rule is held to at training time ``epoch`` under this pressure."""
+        if self.pressure == "none":
+            return width
+        if self.pressure == "fixed":
+            return self.schedule.k_end
+        return self.schedule.k(epoch)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.schedule.validate(width=_activation(pl_module).width)
@@ -96,16 +137,17 @@ class SparsityScheduleCallback(pl.Callback):
         epoch = float(trainer.current_epoch)
         if self.granularity == "step":
             epoch += batch_idx / trainer.num_training_batches
-        self.k = self.schedule.k(epoch)
         activation = _activation(pl_module)
+        self.k = self.target(epoch, activation.width)
         if activation.control == "k":
             activation.k = self.k
+        elif self.pressure == "none":
+            pl_module.l1_coef = 0.0
         else:
-            if not isinstance(self.l1_coef, Tensor) or self.l1_coef.device != pl_module.device:
-                self.l1_coef = torch.tensor(
-                    float(self.l1_coef), dtype=torch.float32, device=pl_module.device
-                )
-            pl_module.l1_coef = self.l1_coef
+            integral = self.l1.integral
+            if not (isinstance(integral, Tensor) and integral.device == pl_module.device):
+                self.l1 = l1_state_to(self.l1, pl_module.device)
+            pl_module.l1_coef = self.l1.coef
 
     def on_train_batch_end(
         self,
@@ -123,11 +165,9 @@ class SparsityScheduleCallback(pl.Callback):
                 " (mean non-zero codes per sample, detached)"
             )
         l0 = outputs["l0"]
-        if _activation(pl_module).control == "penalty":
-            self.l1_coef = update_l1_coef(
-                self.l1_coef, l0, self.k, self.l1_eta, self.l1_coef_min, self.l1_coef_max
-            )
-            pl_module.l1_coef = self.l1_coef
+        if _activation(pl_module).control == "penalty" and self.pressure != "none":
+            self.l1 = l1_control_step(self.l1, l0, self.k, self.schedule.k_end, self.gains)
+            pl_module.l1_coef = self.l1.coef
         l1_coef = pl_module.l1_coef
         if not isinstance(l1_coef, Tensor):
             l1_coef = self._device_scalar("l1_coef", l1_coef, pl_module.device)
@@ -137,12 +177,24 @@ class SparsityScheduleCallback(pl.Callback):
         pl_module.log("sparsity/l0", l0, **log)
         pl_module.log("sparsity/l1_coef", l1_coef, **log)
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        k_last = self._device_scalar("k", self.k, pl_module.device)
+        pl_module.log("sparsity/k_last", k_last, on_step=False, on_epoch=True, batch_size=1)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"k": self.k, "l1_coef": float(self.l1_coef)}
+        # .item() gives Python floats, which hold float32 values exactly: a resumed run continues
+        # bit-identically.
+        l1 = {k: v.item() if isinstance(v, Tensor) else v for k, v in self.l1._asdict().items()}
+        return {"k": self.k, "l1": l1}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "l1" not in state_dict:
+            raise ValueError(
+                "checkpoint written by the earlier L1 controller (no 'l1' state): start the run"
+                " afresh"
+            )
         self.k = int(state_dict["k"])
-        self.l1_coef = float(state_dict["l1_coef"])
+        self.l1 = L1State(**state_dict["l1"])
 
     def _device_scalar(self, name: str, value: float, device: torch.device) -> Tensor:
         cached = self._device_scalars.get(name)

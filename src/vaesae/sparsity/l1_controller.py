@@ -1,58 +1,186 @@
-"""Multiplicative controller of the L1 coefficient lambda, so the achieved L0 tracks a target k.
+"""Controller of the L1 coefficient lambda, so that the achieved L0 tracks the schedule's k(t).
 
-lambda <- clamp(lambda * exp(eta * (L0 - k) / k), lo, hi)
+The control variable is u = log(lambda) and the error is a log ratio, so one set of gains serves
+k = 500 and k = 50 and any scale of lambda. After training step t, with L0_t the batch's mean
+number of active codes under lambda_t and k_t the step's target:
 
-An integral controller on log(lambda): lambda grows while codes are denser than the target and
-shrinks while they are sparser; the relative error makes the gain independent of the k level.
-The error is unbounded above (L0 can reach width, 10x a target of 50) but bounded below by -1,
-so lambda climbs faster than it falls. Overshooting is not harmless here: units that an
-L1 penalty pushes below zero on every input receive no gradient and stay dead when lambda
-relaxes, so an aggressive controller would itself create the dead neurons the tool measures.
+    r_t = log((L0_t + 1) / (k_t + 1))                        raw error (> 0: denser than k)
+    e_t = e_{t-1} + smoothing * (r_t - e_{t-1})              smoothed error (e_0 = r_0)
+    f_t = log(k_{t-1} / k_t)                                 target slope (f_0 = 0)
+    engaged_t = engaged_{t-1} or e_t >= 0 or k_t <= k_end
+    I_t = I_{t-1} + engaged_t * clip(ki * e_t + kff * f_t, -max_fall, max_rise)
+    I_t = clip(I_t, log coef_min, log coef_max)
+    lambda_{t+1} = exp(clip(I_t + engaged_t * kp * e_t, log coef_min, log coef_max))
 
-Defaults, from the real VAE-SAE on CPU (dSprites-like 64x64 binary shapes, Adam 1e-3, batch 32):
-- ``eta = 0.02``. Target dropped at once from 500 to 50 (natural L0 ~200): L0 came within ~10 %
-  of it after ~300 steps, from above, with no dip. With eta = 0.05 it took ~100 steps but dipped
-  to ~33 and stayed there while lambda fell 85x (units had died).
-- ``lo = 1e-4``, below where the L1 term starts to bite (~1e-2 there; a latent-site SAE on the
-  10-d mean may bite lower). While k(t) is above the codes' natural L0 (~80-200 on that data)
-  lambda sinks to ``lo`` and must climb back, 2 % per step while L0 is twice the target: with a
-  400-step linear 500 -> 50 ramp, lambda left ``lo`` when k crossed L0 (~120) and L0 was still
-  ~100 at 200 steps past the ramp's end. At paper scale (the ramp lasts ~5x10^5 steps on dSprites)
-  such a lag is a small fraction of it; short runs want a higher ``lo`` (it only moves the floor)
-  or a larger ``eta`` (faster, but see the dip above).
-- ``hi = 1e3``, far above the ~5 that held L0 = 50 on that data (RGB images give larger
-  reconstruction gradients and need a larger lambda).
-- ``init = 1e-3``, below the effective range, so the first steps do not kill units.
+with I_0 = log(coef_init). Units: e, f and I are in nats (natural-log units), the gains are per
+training step. The state is (I, lambda, e, k_{t-1}, engaged). The +1 keeps r finite when every
+code is zero and leaves the fixed point L0 = k unchanged.
+
+- ``ki``: integral gain; removes the steady error. ``kp``: proportional gain on the same error,
+  acting at once without being accumulated. ``smoothing`` in (0, 1]: weight of the newest error
+  in its average, so that a single noisy batch does not jolt lambda (1 = no smoothing).
+- ``kff``: feed-forward on the target's slope. While k falls by a factor q, I rises by
+  kff * log q besides the feedback, kff standing for 1 / (-d log L0 / d log lambda), the inverse
+  slope of the codes' response.
+- ``max_rise`` / ``max_fall``: bounds on I's change per step (lambda may rise at most by
+  exp(max_rise) per step and fall by exp(max_fall) without the proportional term). The rise bound
+  is what keeps a large error (e.g. L0 = 250 against k = 50 at the first step of a constant
+  schedule) from winding lambda far past the value needed before the codes have responded.
+- ``coef_min`` / ``coef_max``: clamp of lambda and of I (anti-windup at the bounds).
+- Engagement (integral anti-windup). While k is above the codes' natural L0 (what they reach with
+  lambda -> 0, the first part of a 500 -> 50 schedule) no lambda can reach k; integrating that
+  error would sink lambda to ``coef_min`` and it would then have to climb back orders of
+  magnitude while k falls past L0. So the loop stays open, lambda = ``coef_init`` (chosen just
+  below where the L1 term starts to bite), until the smoothed L0 first reaches k, or until k
+  reaches k_end (so a ``coef_init`` that already holds L0 below k_end is still corrected).
+
+Why a cautious loop. Units that an L1 penalty pushes below zero on every input receive no
+gradient and stay dead when lambda relaxes, so a controller that drives L0 far below k would
+itself create the dead neurons the tool measures. On the VAE-SAE the response of L0 to lambda is
+also slow and one-sided: it lags lambda by ~5-20 steps, and codes that a too-large lambda has
+silenced come back slowly or not at all once lambda falls again.
+
+Defaults, from closed-loop runs of the CPU demo (dSprites and Shapes3D 64x64, batch 64, 32 steps
+per epoch, a 500 -> 50 linear ramp over 320 steps then 160 held, SAE on RMS-normalised trunk
+features):
+- ``coef_init = 1e-3``: held there, L0 stays within ~3 % of its natural value (~110-170 during
+  the ramp); 1e-2 already lowers it by ~15 % over 300 steps.
+- Holding L0 = 50 needs lambda ~ 2-3 (dSprites) or ~ 0.5 (Shapes3D). On both, L0 hardly moves
+  while lambda climbs from 1e-2 to ~0.1-0.5 (-d log L0 / d log lambda ~ 0.1), then falls steeply.
+- ``max_rise = 0.05``: when lambda climbed at 0.1-0.3 nats per step, Shapes3D's codes collapsed
+  as lambda passed ~0.25 (L0 ~ 60 -> 10 within 10 steps, recovering over ~100 steps and only at
+  a 100x smaller lambda); at 0.05 nats per step it reached L0 = 50 without collapsing. The price
+  is speed: from coef_init to lambda ~ 2 takes ~150 steps.
+- ``ki = 0.1``, ``kp = 1``, ``smoothing = 0.25``, ``kff = 3``, ``max_fall = 0.05``: with
+  ki = 0.2, kp = 2 or a 20-step look-ahead on the target, dSprites' L0 overshot to 0.4-0.9 k
+  and stayed there while lambda fell tenfold. With a fall bound of 0.2, lambda dived to
+  ``coef_min`` after Shapes3D's collapse and L0 then stayed low or swung back above k.
+- ``coef_min = 1e-4``, ``coef_max = 1e3``: outside the values used.
+The loop closes when k meets the natural L0, ~40 steps before the end of the demo's ramp, and
+lambda then needs ~150 steps to climb: on the demo L0 reaches k = 50 only in the last held epoch.
+With 256 steps per epoch (dSprites, same schedule) L0 was 1.15 k in the ramp's last epoch, 1.09 k
+in the first held one and 0.96-0.98 k after, never below 0.88 k at any step.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
+import torch
 from torch import Tensor
 
 L1_COEF_INIT = 1e-3
-L1_ETA = 0.02
 L1_COEF_MIN = 1e-4
 L1_COEF_MAX = 1e3
+L1_KI = 0.1
+L1_KP = 1.0
+L1_KFF = 3.0
+L1_SMOOTHING = 0.25
+L1_MAX_RISE = 0.05
+L1_MAX_FALL = 0.05
 
 
-def update_l1_coef(
-    coef: float | Tensor,
-    l0: float | Tensor,
-    k_target: float,
-    eta: float = L1_ETA,
-    lo: float = L1_COEF_MIN,
-    hi: float = L1_COEF_MAX,
-) -> float | Tensor:
-    """One controller step: clamp(coef * exp(eta * (l0 - k_target) / k_target), lo, hi).
+@dataclass(frozen=True)
+class L1Gains:
+    """Settings of the controller (see the module docstring); ValueError names a bad one."""
 
-    ``l0`` is the measured mean number of active codes per sample. With tensor inputs the update
-    stays on their device (no host synchronisation in a training loop); with floats it is a float.
+    coef_init: float = L1_COEF_INIT
+    coef_min: float = L1_COEF_MIN
+    coef_max: float = L1_COEF_MAX
+    ki: float = L1_KI
+    kp: float = L1_KP
+    kff: float = L1_KFF
+    smoothing: float = L1_SMOOTHING
+    max_rise: float = L1_MAX_RISE
+    max_fall: float = L1_MAX_FALL
+
+    def __post_init__(self) -> None:
+        if not 0 < self.coef_min <= self.coef_init <= self.coef_max:
+            raise ValueError(
+                f"need 0 < l1_coef_min={self.coef_min} <= l1_coef_init={self.coef_init}"
+                f" <= l1_coef_max={self.coef_max}"
+            )
+        for name in ("ki", "max_rise", "max_fall"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"l1_{name}={getattr(self, name)} must be > 0")
+        for name in ("kp", "kff"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"l1_{name}={getattr(self, name)} must be >= 0")
+        if not 0 < self.smoothing <= 1:
+            raise ValueError(f"l1_smoothing={self.smoothing} must be in (0, 1]")
+
+
+class L1State(NamedTuple):
+    """The controller's memory: 0-d tensors on the training device, or floats on the host.
+
+    ``integral`` is I (log lambda), ``coef`` the lambda of the next step, ``error`` the smoothed
+    log error e, ``k_prev`` the previous step's target (0 before the first step; a host float,
+    as k is) and ``engaged`` whether the loop is closed.
     """
-    error = (l0 - k_target) / k_target
-    factor = (eta * error).exp() if isinstance(error, Tensor) else math.exp(eta * error)
-    new = coef * factor
-    if isinstance(new, Tensor):
-        return new.clamp(lo, hi)
-    return min(max(new, lo), hi)
+
+    integral: float | Tensor
+    coef: float | Tensor
+    error: float | Tensor
+    k_prev: float
+    engaged: bool | Tensor
+
+
+def l1_initial_state(gains: L1Gains, device: torch.device | None = None) -> L1State:
+    """State before the first step: lambda = coef_init; tensors on ``device`` when it is given."""
+    state = L1State(math.log(gains.coef_init), gains.coef_init, 0.0, 0.0, False)
+    return state if device is None else l1_state_to(state, device)
+
+
+def l1_state_to(state: L1State, device: torch.device) -> L1State:
+    """The state with its values as float32 (``engaged``: bool) 0-d tensors on ``device``."""
+    return L1State(
+        torch.as_tensor(state.integral, dtype=torch.float32, device=device),
+        torch.as_tensor(state.coef, dtype=torch.float32, device=device),
+        torch.as_tensor(state.error, dtype=torch.float32, device=device),
+        state.k_prev,
+        torch.as_tensor(state.engaged, dtype=torch.bool, device=device),
+    )
+
+
+def l1_control_step(
+    state: L1State, l0: float | Tensor, k: float, k_end: float, gains: L1Gains
+) -> L1State:
+    """One step of the law in the module docstring, after a training step at target ``k``.
+
+    ``l0`` is that step's mean number of active codes per sample; ``k_end`` the schedule's final
+    target. With a tensor state or ``l0`` everything stays on their device (no host
+    synchronisation); with floats the result is floats.
+    """
+    lo, hi = math.log(gains.coef_min), math.log(gains.coef_max)
+    raw = _log((l0 + 1.0) / (k + 1.0))
+    if state.k_prev > 0:
+        error = state.error + gains.smoothing * (raw - state.error)
+        slope = math.log(state.k_prev / k)
+    else:
+        error, slope = raw, 0.0
+    engaged = state.engaged | (True if k <= k_end else error >= 0)
+    gate = _where(engaged, 1.0, 0.0)
+    step = _clamp(gains.ki * error + gains.kff * slope, -gains.max_fall, gains.max_rise)
+    integral = _clamp(state.integral + gate * step, lo, hi)
+    u = _clamp(integral + gate * gains.kp * error, lo, hi)
+    return L1State(integral, _exp(u), error, float(k), engaged)
+
+
+def _log(x: float | Tensor) -> float | Tensor:
+    return x.log() if isinstance(x, Tensor) else math.log(x)
+
+
+def _exp(x: float | Tensor) -> float | Tensor:
+    return x.exp() if isinstance(x, Tensor) else math.exp(x)
+
+
+def _clamp(x: float | Tensor, lo: float, hi: float) -> float | Tensor:
+    return x.clamp(lo, hi) if isinstance(x, Tensor) else min(max(x, lo), hi)
+
+
+def _where(cond: bool | Tensor, a: float, b: float) -> float | Tensor:
+    if isinstance(cond, Tensor):
+        return torch.where(cond, a, b)
+    return a if cond else b
