@@ -58,18 +58,17 @@ class SparseAutoencoder(nn.Module):
       way batch normalisation keeps its statistics): c (d_in, in the units of h) is a running
       mean of h, ``c <- c + momentum (mean_batch h - c)`` in training (the first batch copied; no
       gradient), used as it stands in evaluation and saved in checkpoints (``input_mean``). The
-      SAE works on x = (h - c) / r with r = sqrt(mean_{batch, features} (h - c)^2), and c is
-      added back to its reconstruction: ``recon = x_hat * r + c``. Two other forms stalled the
-      VAE in posterior collapse on the demo (~570 against ~120 nats per image): a centre in
-      normalised units with r the RMS of h itself (the trunk could then add a constant to h,
-      which the centre absorbs for free, until the variation that the codes carry is negligible
-      against r; the SAE error fell to ~0.01), and a centre in normalised units with the centred
-      r (the centre then reaches the latent head as c * r, so the head's gradient mostly moves
-      the global scale r);
+      SAE works on x = (h - c) / r and c is added back to its reconstruction: ``recon = x_hat *
+      r + c``. Under ``input_norm="batch"``, r = sqrt(mean_{batch, features} (h - c)^2): divided
+      by the RMS of h itself, the variation that the codes carry could be made negligible by a
+      large constant in h, which the centre absorbs for free (one demo run so built ended in
+      posterior collapse, ~570 nats per image, with an SAE error of ~0.01);
     - ``"init"``: c = 0 and b_pre is set to the mean of x over the first training batch, then
       learned (the data-mean initialisation of Anthropic's and OpenAI's SAEs, which use the
-      geometric median or mean of the data); ``input_mean`` records that first mean. On the demo
-      this also stalled the VAE (~570 nats).
+      geometric median or mean of the data); ``input_mean`` records that first mean.
+
+    On the demo (dSprites, Top-k, seeds 0 and 1) ``ema`` left 33-35 % of the units dead at k_end
+    against 60-62 % without a centre and 53-60 % with ``init``, at the same reconstruction.
 
     ``momentum`` serves both running statistics (r and c).
     """
