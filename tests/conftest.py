@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -18,3 +19,14 @@ def data_root(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("VAESAE_DATA", None)
     else:
         os.environ["VAESAE_DATA"] = old
+
+
+@pytest.fixture
+def seeded_one_thread():
+    """A fixed global seed and one torch thread for the test: small batches gain nothing from
+    intra-op threads, which only add synchronisation on a busy 2-core machine."""
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

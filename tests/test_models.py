@@ -25,15 +25,7 @@ from vaesae.models import (
 )
 from vaesae.models import activations as activations_module
 
-
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    # Small batches: intra-op threads only add synchronisation, costly on a busy 2-core machine.
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")
 
 
 @pytest.mark.parametrize("channels", [1, 3])
