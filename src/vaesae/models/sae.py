@@ -37,7 +37,7 @@ class SparseAutoencoder(nn.Module):
     1/c leaves the VAE unchanged but would scale the SAE's squared error by c^2 and its L1 term by
     c, so a penalty could be met by shrinking h instead of by sparser codes, and an absolute
     activation threshold would move with c. Two options make the objective scale-free (both off
-    by default: together they collapsed 3 of 5 demo-sized Top-k VAE-SAEs on dSprites to the
+    by default: together they collapsed 4 of 6 demo-sized Top-k VAE-SAEs on dSprites to the
     no-information reconstruction, while the raw objective trains):
 
     - ``input_norm="batch"``: the SAE works on x = h / r with r = sqrt(mean_{batch, features}
