@@ -339,7 +339,7 @@ class TinyModule(pl.LightningModule):
         return DataLoader(TensorDataset(torch.rand(16, 1, 64, 64)), batch_size=4)
 
 
-def _fit(module, callback, max_epochs=2, ckpt_path=None):
+def _fit(module, callback, max_epochs=2, ckpt_path=None, extra_callbacks=()):
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         limit_train_batches=4,
@@ -348,7 +348,7 @@ def _fit(module, callback, max_epochs=2, ckpt_path=None):
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
-        callbacks=[callback],
+        callbacks=[callback, *extra_callbacks],
     )
     trainer.fit(module, ckpt_path=ckpt_path)
     return trainer
@@ -393,17 +393,8 @@ def test_callback_logs_k_of_the_epochs_last_step():
     # has k = round(17.375) = k_end, while that epoch's mean k is 18.
     schedule = {"kind": "linear", "k_start": WIDTH, "k_end": 17, "schedule_epochs": 2}
     epochs = EpochMetrics()
-    trainer = pl.Trainer(
-        max_epochs=3,
-        limit_train_batches=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=[SparsityScheduleCallback(schedule | {"hold_epochs": 1}), epochs],
-    )
-    trainer.fit(TinyModule("topk"))
+    callback = SparsityScheduleCallback(schedule | {"hold_epochs": 1})
+    _fit(TinyModule("topk"), callback, max_epochs=3, extra_callbacks=[epochs])
     assert [e["sparsity/k_last"] for e in epochs.epochs] == [19, 17, 17]
     assert [e["sparsity/k"] for e in epochs.epochs] == [19.5, 18.0, 17.0]
     last_step = KSchedule(**schedule).k(1.75)
