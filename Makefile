@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SWEEP ?=
 
-.PHONY: install test lint demo bench report reproduce clean
+.PHONY: install test lint demo bench report reproduce falsify falsify-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,23 @@ reproduce: $(STAMP)
 	$(BIN)/python -m vaesae.train -m experiment=paper hydra.sweep.dir=$(REPRO_DIR) $(REPRO_ARGS)
 	$(BIN)/python -m vaesae.report $(REPRO_DIR) --out $(REPRO_DIR)/report
 	@echo "report: $(REPRO_DIR)/report/report.md"
+
+# Is the collapse intrinsic? Every arm x dataset x method x 3 seeds, then the report (README
+# "Is the collapse intrinsic?"). falsify is the paper-scale GPU study (REPRO_ARGS as above);
+# falsify-cpu the demo-size one for 2 cores. An interrupted study continues with
+#   make falsify-cpu FALSIFY_DIR=<its dir> FALSIFY_ARGS=resume=true
+FALSIFY_DIR ?= outputs/falsify/$(DEMO_STAMP)
+FALSIFY_CPU_DIR ?= outputs/falsify-cpu/$(DEMO_STAMP)
+FALSIFY_ARGS ?=
+falsify: $(STAMP)
+	$(BIN)/python -m vaesae.train -m experiment=falsify hydra.sweep.dir=$(FALSIFY_DIR) $(FALSIFY_ARGS) $(REPRO_ARGS)
+	$(BIN)/python -m vaesae.report $(FALSIFY_DIR) --out $(FALSIFY_DIR)/report
+	@echo "report: $(FALSIFY_DIR)/report/report.md"
+
+falsify-cpu: $(STAMP)
+	$(BIN)/python -m vaesae.train -m experiment=falsify_cpu hydra.sweep.dir=$(FALSIFY_CPU_DIR) $(FALSIFY_ARGS)
+	$(BIN)/python -m vaesae.report $(FALSIFY_CPU_DIR) --out $(FALSIFY_CPU_DIR)/report
+	@echo "report: $(FALSIFY_CPU_DIR)/report/report.md"
 
 bench: $(STAMP)
 	$(BIN)/python -m vaesae.bench --json outputs/bench.json

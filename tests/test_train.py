@@ -267,6 +267,20 @@ def test_multirun_with_a_failed_job_exits_1_and_names_it(tmp_path):
     assert json.loads((sweep / "w64" / "summary.json").read_text())["status"] == "completed"
 
 
+def test_multirun_skips_an_arm_method_combination_that_does_not_exist(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "-m", *FAST, *ONE_EPOCH, "arm=auxk", "method=l1", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "skipped l1-auxk-dsprites-s0-never: arm=auxk does not apply to method=l1" in (
+        out.stdout + out.stderr
+    )
+    assert [p.name for p in sweep.iterdir() if p.is_dir()] == []
+    single = run_cli(*FAST, *ONE_EPOCH, "arm=auxk", "method=l1", cwd=tmp_path)
+    assert single.returncode == 2 and "valid combinations: arm=auxk method=topk" in single.stderr
+
+
 def test_threshold_sweep_is_refused_and_points_to_the_report(tmp_path):
     out = run_cli("-m", *FAST, "threshold=never,magnitude", cwd=tmp_path)
     assert out.returncode != 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import traceback
 import warnings
@@ -23,7 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from vaesae.arms import arm_callbacks, arm_module_kw
+from vaesae.arms import arm_callbacks, arm_methods, arm_module_kw
 from vaesae.atomic import write_json
 from vaesae.config import (
     ConfigError,
@@ -218,6 +219,17 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     group = Path(hc.sweep.dir).name if multirun else "single"
+    if multirun and cfg.method.name not in arm_methods(cfg.arm):
+        # A sweep over arm x method holds combinations that do not exist (AuxK with L1): they are
+        # not jobs, so they leave no run directory for the report or the failure list to read.
+        log.info(
+            "skipped %s: arm=%s does not apply to method=%s",
+            cfg.run_name,
+            cfg.arm.name,
+            cfg.method.name,
+        )
+        _discard_job_dir(run_dir)
+        return
     try:
         train(cfg, run_dir, group)
     except ConfigError as err:
@@ -262,6 +274,14 @@ class SweepFailures(Callback):
             print(f"{len(bad)} job(s) of {sweep_dir} did not complete:", file=sys.stderr)
             for line in bad:
                 print(f"  {line}", file=sys.stderr)
+
+
+def _discard_job_dir(run_dir: Path) -> None:
+    """Remove the directory Hydra made for a job that does not run, if it holds only Hydra's
+    own files (its .hydra/ folder and the job log); anything else is left alone."""
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if all(e.name == ".hydra" or e.suffix == ".log" for e in entries):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _safe_meta(cfg: DictConfig) -> dict[str, Any]:
