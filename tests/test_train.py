@@ -12,29 +12,15 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from smoke_config import FAST, make_cfg
 
 from vaesae.config import ConfigError, validate_config
 from vaesae.records import read_metrics_csv
 from vaesae.sparsity import k_schedule
 from vaesae.train import CONF_DIR, train
 
-FAST = [
-    "experiment=smoke",
-    "data.epoch_size=256",
-    "data.eval_size=400",
-    "data.eval_batch_size=400",
-    "trainer.threads=1",
-]
-
-
 # One epoch, evaluated at k = k_end (a one-epoch ramp from 500 would end its last step above it).
 ONE_EPOCH = ("schedule=constant", "schedule.schedule_epochs=1", "schedule.hold_epochs=0")
-
-
-def make_cfg(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[*FAST, *overrides])
 
 
 def groups() -> list[tuple[str, str]]:

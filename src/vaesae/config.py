@@ -7,12 +7,13 @@ that compose but cannot work, each with one line that names the setting and its 
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vaesae.arms import REMEDIES, REMEDY_PHASES, arm_methods
 from vaesae.data import DATASETS, FACTOR_SPACES, SOURCES
 from vaesae.metrics import min_samples_for_frequency
 from vaesae.models import ACTIVATIONS, CENTERS, INPUT_NORMS, SAE_SITES, activation_class
+from vaesae.pictures.compute import EPOCH_NAMES, VIEWS
 from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.sparsity import GRANULARITIES, KSchedule, validate_schedule
 from vaesae.sparsity.callback import PRESSURES
@@ -146,6 +147,7 @@ def validate_config(cfg: DictConfig) -> None:
         except ValueError as err:
             raise ConfigError(str(err)) from None
     _validate_arm(cfg)
+    _validate_pictures(cfg)
     if cfg.trainer.accelerator == "gpu":
         _require(
             torch.cuda.is_available(),
@@ -187,3 +189,44 @@ def _validate_arm(cfg: DictConfig) -> None:
             all(0 <= f <= 1 for f in arm.resample_at),
             f"arm.resample_at={list(arm.resample_at)} must be fractions in [0, 1]",
         )
+
+
+def _validate_pictures(cfg: DictConfig) -> None:
+    """`pictures.*`: epochs named or numbered within the run, known views, positive counts."""
+    p = cfg.pictures
+    total = schedule_of(cfg).total_epochs
+    epochs = p.epochs
+    _require(
+        OmegaConf.is_list(epochs) or isinstance(epochs, list | tuple),
+        f"pictures.epochs={epochs!r} must be a list, e.g. [{', '.join(EPOCH_NAMES)}] ([] for none)",
+    )
+    for entry in epochs:
+        number = isinstance(entry, int) and not isinstance(entry, bool)
+        _require(
+            entry in EPOCH_NAMES or (number and 0 <= entry < total),
+            f"pictures.epochs entry {entry!r} is not valid; choose one of: "
+            f"{', '.join(EPOCH_NAMES)}, or an epoch number 0..{total - 1}",
+        )
+    _require(
+        OmegaConf.is_list(p.views) or isinstance(p.views, list | tuple),
+        f"pictures.views={p.views!r} must be a list of: {', '.join(VIEWS)}",
+    )
+    for view in p.views:
+        _choice("pictures.views entry", view, VIEWS)
+    for key in ("num_units", "images_per_unit"):
+        value = p[key]
+        _require(
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            f"pictures.{key}={value!r} must be an integer >= 1",
+        )
+    _require(
+        p.images_per_unit <= cfg.data.eval_size,
+        f"pictures.images_per_unit={p.images_per_unit} must be <= data.eval_size="
+        f"{cfg.data.eval_size} (the images are evaluation samples)",
+    )
+    steps = p.traversal_steps
+    _require(
+        isinstance(steps, int) and not isinstance(steps, bool) and steps >= 2,
+        f"pictures.traversal_steps={steps!r} must be an integer >= 2 (0 and the largest "
+        "activation at least)",
+    )

@@ -36,9 +36,11 @@ from vaesae.config import (
 from vaesae.data.datamodule import GroundTruthDataModule
 from vaesae.evaluation import EvalSettings, EvaluationCallback
 from vaesae.module import VAESAEModule
+from vaesae.pictures.callback import NeuronPicturesCallback, PictureSettings
 from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.records import LastCheckpoint, RunRecorder
 from vaesae.sparsity import SparsityScheduleCallback
+from vaesae.wandb_media import WandbMedia
 
 __all__ = ["train", "main", "CONF_DIR", "SweepFailures"]
 
@@ -169,6 +171,17 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             *arm_callbacks(cfg, schedule),
             evaluation,
             recorder,
+            # After the evaluation (it reads its per-unit figures) and the recorder (so the
+            # pictures' time is not counted as training time).
+            NeuronPicturesCallback.from_config(cfg, run_dir, evaluation),
+            # After the pictures, which it sends to W&B; a no-op without a W&B logger.
+            WandbMedia(
+                evaluation,
+                PictureSettings.from_config(cfg).epochs,
+                reference_epoch(cfg),
+                run_dir,
+                evaluation.settings.primary_name,
+            ),
             LastCheckpoint(run_dir),
         ]
         trainer = pl.Trainer(

@@ -37,6 +37,7 @@ from vaesae.report.loading import (
     Sweep,
     flatten_config,
 )
+from vaesae.report.neurons import copy_neuron_pictures, neuron_section
 from vaesae.report.paper import PAPER_PROTOCOL
 from vaesae.report.stats import CONFIDENCE
 from vaesae.report.tables import (
@@ -326,6 +327,7 @@ def report_markdown(
         sections.append("## 7. Is the collapse intrinsic?\n\n" + section(rows))
     methods = METHODS_TEXT.format(width=width, primary=primary_text)
     sections += [
+        "## What surviving units respond to\n\n" + neuron_section(groups, out_dir),
         "## Figures\n\n" + links,
         "## Methods\n\n" + methods + (methods_text(settings) if rows else ""),
     ]
@@ -344,5 +346,6 @@ def write_report(sweep: Sweep, out_dir: str | Path, settings: Settings = DEFAULT
     if has_arms(groups):
         rows = arm_rows(groups, settings)
         figures |= write_arm_figures(rows, settings.low_dead, out_dir / "figures")
+    copy_neuron_pictures(groups, out_dir)
     write_text(out_dir / "summary.csv", summary_csv(sweep.runs))
     return write_text(out_dir / "report.md", report_markdown(sweep, figures, out_dir, settings))
