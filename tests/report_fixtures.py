@@ -49,6 +49,7 @@ def write_run(
     recon: float = 100.0,
     factors_covered: float = 4.0,
     arm_config: dict | None = None,
+    global_scores: dict[str, tuple[float, float]] | None = None,
 ) -> Path:
     """A run whose dead rate climbs 0 -> dead_ref at REFERENCE_EPOCH, then ends at dead_final,
     under every rule scaled by RULE_FACTORS (and `extra_rules`, name -> factor); MIG and
@@ -59,7 +60,9 @@ def write_run(
     Per-neuron arrays (every rule's dead mask) at every epoch. `train/recon` is `recon` and
     `semantics/factors_covered` is `factors_covered` at every epoch. `arm`: recorded in
     summary.json and as config `arm.name` (with `arm_config`'s other keys), and in the run name
-    (`<method>-<arm>-<dataset>-s<seed>-never`); None writes a run from before arms existed."""
+    (`<method>-<arm>-<dataset>-s<seed>-never`); None writes a run from before arms existed.
+    `global_scores`: column -> (start, ref) values like MIG's; a `dci/` column is logged only at
+    epoch 0 and REFERENCE_EPOCH (empty elsewhere), as DCI at its default epochs."""
     dead_final = dead_ref if dead_final is None else dead_final
     factors = {**RULE_FACTORS, **(extra_rules or {})}
     run = sweep / "-".join([method, *([arm] if arm else []), dataset, f"s{seed}", "never"])
@@ -94,6 +97,9 @@ def write_run(
             "semantics/factors_covered": factors_covered,
             "train/recon": recon,
         }
+        for column, (start, ref) in (global_scores or {}).items():
+            logged = not column.startswith("dci/") or epoch in (0, REFERENCE_EPOCH)
+            row[column] = (ref if after else start) if logged else ""
         row.update({name: float(i) for i, name in enumerate(HIST_NAMES)})
         rows.append(row)
         nmi = np.zeros((WIDTH, len(FACTORS)))

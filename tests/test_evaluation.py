@@ -105,3 +105,30 @@ def test_streamed_firing_statistics_give_the_same_figures(inputs):
         assert streamed.scalars[key] == pytest.approx(value, nan_ok=True), key
     with pytest.raises(ValueError, match="do not describe codes"):
         evaluate_codes(mu, codes[:100], factors[:100], NAMES, settings, firing=stats.compute())
+
+
+def test_global_metrics_read_the_alive_units_only(inputs):
+    mu, codes, factors = inputs
+    s = evaluate_codes(mu, codes, factors, NAMES, EvalSettings(frequencies=())).scalars
+    # Each latent copies one factor: perfectly modular, and each factor has one informative code.
+    assert s["modularity/latent"] == pytest.approx(1.0, abs=0.01)
+    assert s["sap/latent"] == pytest.approx(1.0, abs=0.01)
+    # Alive units 0..3: 0 and 1 copy a and b (modular), 2 and 3 fire on a few samples. The four
+    # dead units, all-zero codes, would add four zeros to modularity's mean if they were read.
+    alive = evaluate_codes(mu, codes[:, :4], factors, NAMES, EvalSettings(frequencies=()))
+    assert s["modularity/sae"] == alive.scalars["modularity/sae"]
+    assert s["sap/sae"] == alive.scalars["sap/sae"] == pytest.approx(1.0, abs=0.01)
+    assert not any(k.startswith("dci/") for k in s)  # only with_dci
+
+
+def test_dci_is_computed_on_a_two_to_one_split_of_the_first_samples(inputs):
+    from vaesae.metrics import dci
+
+    mu, codes, factors = inputs
+    settings = EvalSettings(frequencies=(), dci_samples=300)
+    s = evaluate_codes(mu, codes, factors, NAMES, settings, with_dci=True).scalars
+    direct = dci(mu[:200].double(), factors[:200], mu[200:300].double(), factors[200:300])
+    assert s["dci/disentanglement/latent"] == direct.disentanglement == pytest.approx(1, abs=0.01)
+    assert s["dci/completeness/latent"] == direct.completeness
+    assert s["dci/informativeness/latent"] == direct.informativeness == 1.0
+    assert "dci/disentanglement/sae" not in s  # dci_sae is off by default

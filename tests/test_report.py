@@ -121,6 +121,27 @@ def test_synthetic_sweep_gives_known_tables_and_verdicts(tmp_path):
     assert float(row["dead/primary@ref"]) == 0.52 and float(row["dead/primary@final"]) == 0.40
 
 
+def test_global_quality_is_tested_under_every_logged_metric(tmp_path):
+    # Modularity falls by 0.3 (not stable), SAP rises, DCI (logged at epoch 0 and k_end only)
+    # moves by ~0.01; MIG stays as in the fixture. Seed-to-seed jitter gives CIs.
+    for seed, jitter in enumerate((0.0, 0.01, -0.01)):
+        scores = {
+            "modularity/latent": (0.9, 0.6 + jitter),
+            "sap/latent": (0.2, 0.4 + jitter),
+            "dci/disentanglement/latent": (0.5, 0.51 + jitter),
+        }
+        write_run(tmp_path, "dsprites", "topk", seed, 0.4, mig_ref=0.21 + jitter,
+                  global_scores=scores)
+    claims = evaluate_claims(load_sweep(tmp_path).conditions(), ["never"])
+    verdicts = {c.claim: c.verdict for c in claims if "stable" in c.claim}
+    assert verdicts == {
+        "MIG stable (falls by < 0.05)": SUPPORTED,
+        "modularity stable (falls by < 0.05)": NOT_SUPPORTED,
+        "SAP stable (falls by < 0.05)": SUPPORTED,
+        "DCI disentanglement stable (falls by < 0.05)": SUPPORTED,
+    }  # DCI completeness / informativeness were not logged: no claim
+
+
 def test_failed_running_and_incomplete_runs_are_listed_and_excluded(tmp_path):
     sweep = paper_like_sweep(tmp_path / "sweep")
     write_run(sweep, "dsprites", "topk", 7, 0.99, status="failed", epochs=1)

@@ -179,6 +179,8 @@ def test_failure_before_training_still_writes_a_summary(tmp_path, monkeypatch):
         (["model.site=middle"], "model.site='middle' is not valid; choose one of: hidden, latent"),
         (["schedule.hold_epochs=-1"], "hold_epochs=-1 must be >= 0"),
         (["data.epoch_size=10"], "data.epoch_size=10 must be null or >= data.batch_size=64"),
+        (["metrics.dci_epochs=[last]"], "metrics.dci_epochs entry 'last' is not valid"),
+        (["metrics.dci_samples=2"], "metrics.dci_samples=2 must be an integer >= 3"),
     ],
 )
 def test_bad_settings_fail_before_training(tmp_path, overrides, message):

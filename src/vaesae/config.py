@@ -148,6 +148,7 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(str(err)) from None
     _validate_arm(cfg)
     _validate_pictures(cfg)
+    _validate_metrics(cfg)
     if cfg.trainer.accelerator == "gpu":
         _require(
             torch.cuda.is_available(),
@@ -191,22 +192,36 @@ def _validate_arm(cfg: DictConfig) -> None:
         )
 
 
-def _validate_pictures(cfg: DictConfig) -> None:
-    """`pictures.*`: epochs named or numbered within the run, known views, positive counts."""
-    p = cfg.pictures
-    total = schedule_of(cfg).total_epochs
-    epochs = p.epochs
+def _validate_epochs(name: str, epochs: object, total: int) -> None:
+    """A list of epochs: names (first, reference, final) or numbers within the run."""
     _require(
         OmegaConf.is_list(epochs) or isinstance(epochs, list | tuple),
-        f"pictures.epochs={epochs!r} must be a list, e.g. [{', '.join(EPOCH_NAMES)}] ([] for none)",
+        f"{name}={epochs!r} must be a list, e.g. [{', '.join(EPOCH_NAMES)}] ([] for none)",
     )
     for entry in epochs:
         number = isinstance(entry, int) and not isinstance(entry, bool)
         _require(
             entry in EPOCH_NAMES or (number and 0 <= entry < total),
-            f"pictures.epochs entry {entry!r} is not valid; choose one of: "
+            f"{name} entry {entry!r} is not valid; choose one of: "
             f"{', '.join(EPOCH_NAMES)}, or an epoch number 0..{total - 1}",
         )
+
+
+def _validate_metrics(cfg: DictConfig) -> None:
+    """`metrics.dci_*`: the DCI epochs, and enough samples for a 2:1 train/test split."""
+    m = cfg.metrics
+    _validate_epochs("metrics.dci_epochs", m.dci_epochs, schedule_of(cfg).total_epochs)
+    n = m.dci_samples
+    _require(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 3,
+        f"metrics.dci_samples={n!r} must be an integer >= 3 (trees fitted on 2/3, tested on 1/3)",
+    )
+
+
+def _validate_pictures(cfg: DictConfig) -> None:
+    """`pictures.*`: epochs named or numbered within the run, known views, positive counts."""
+    p = cfg.pictures
+    _validate_epochs("pictures.epochs", p.epochs, schedule_of(cfg).total_epochs)
     _require(
         OmegaConf.is_list(p.views) or isinstance(p.views, list | tuple),
         f"pictures.views={p.views!r} must be a list of: {', '.join(VIEWS)}",

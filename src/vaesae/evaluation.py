@@ -1,4 +1,5 @@
-"""Per-epoch evaluation on the fixed evaluation set: dead-neuron rules, MIG, neuron semantics.
+"""Per-epoch evaluation on the fixed evaluation set: dead-neuron rules, MIG and the other global
+disentanglement metrics, neuron semantics.
 
 `evaluate_codes` is a pure function of the evaluation set's latent means, SAE codes and factors;
 `EvaluationCallback` runs the model over the evaluation set at the end of every training epoch,
@@ -18,10 +19,13 @@ from torch import Tensor
 from vaesae.metrics import (
     FiringStats,
     FiringSummary,
+    dci,
     dead_transitions,
     mig,
     min_samples_for_frequency,
+    modularity_from_mi,
     neuron_semantics,
+    sap,
 )
 
 __all__ = [
@@ -66,6 +70,8 @@ class EvalSettings:
     num_bins: int = 20
     align_threshold: float = 0.1
     select_threshold: float = 0.05
+    dci_samples: int = 1500
+    dci_sae: bool = False
 
     @property
     def primary_name(self) -> str:
@@ -94,6 +100,7 @@ def evaluate_codes(
     window_dead: Tensor | None = None,
     reference_dead: Tensor | None = None,
     firing: FiringSummary | None = None,
+    with_dci: bool = False,
 ) -> EvalResult:
     """All per-epoch figures from the evaluation set.
 
@@ -112,6 +119,13 @@ def evaluate_codes(
       firing/hist_*        number of neurons per firing-frequency decade (HIST_NAMES)
       eval/l0              mean number of active codes per sample
       mig/latent, mig/sae  MIG of mu and of the SAE codes; mig/<code>/<factor> per factor
+      modularity/<code>, sap/<code>  modularity (MIG's MI matrix) and continuous SAP of mu
+                           (`latent`) and of the SAE units alive under the primary rule (`sae`;
+                           a dead unit's constant code would count as a perfectly useless one)
+      dci/{disentanglement,completeness,informativeness}/<code>  only ``with_dci``: DCI of mu
+                           (and of the alive SAE codes with ``settings.dci_sae``) on the first
+                           ``settings.dci_samples`` samples, trees fitted on their first 2/3 and
+                           tested on the last 1/3 (disentanglement_lib's 2:1 split)
       semantics/*          per-unit semantics (`vaesae.metrics.neuron_semantics`) of the units
                            alive under the primary rule that fire on >= MIN_FIRING samples:
                            num_alive, num_described, mean alignment, fractions, coverage
@@ -163,6 +177,12 @@ def evaluate_codes(
     for k, name in enumerate(factor_names):
         scalars[f"mig/latent/{name}"] = float(latent.per_factor[k])
         scalars[f"mig/sae/{name}"] = float(sae.per_factor[k])
+    alive = ~dead[primary]
+    scalars.update(_global_scores(mu, codes[:, alive], factors, latent.mi, sae.mi[alive]))
+    if with_dci:
+        views = {"latent": mu, **({"sae": codes[:, alive]} if settings.dci_sae else {})}
+        for view, z in views.items():
+            scalars.update(_dci_scores(z, factors, settings.dci_samples, view))
     semantics = neuron_semantics(
         codes,
         factors,
@@ -176,6 +196,30 @@ def evaluate_codes(
     alignment = torch.full_like(frequency, math.nan, dtype=torch.float64)
     alignment[semantics.neurons] = semantics.alignment
     return EvalResult(scalars, dead, frequency, normalized, alignment)
+
+
+def _global_scores(
+    mu: Tensor, alive_codes: Tensor, factors: Tensor, mi_latent: Tensor, mi_alive: Tensor
+) -> dict[str, float]:
+    """Modularity and continuous SAP of mu and of the alive SAE codes (NaN with < 2 codes)."""
+    out = {}
+    for view, z, mi in (("latent", mu, mi_latent), ("sae", alive_codes, mi_alive)):
+        usable = z.shape[1] >= 2 and factors.shape[1] >= 2
+        out[f"modularity/{view}"] = float(modularity_from_mi(mi).mean()) if usable else math.nan
+        out[f"sap/{view}"] = sap(z, factors).score if usable else math.nan
+    return out
+
+
+def _dci_scores(z: Tensor, factors: Tensor, samples: int, view: str) -> dict[str, float]:
+    """DCI of ``z`` on its first ``samples`` rows, split 2:1 into training and test rows."""
+    n = min(samples, z.shape[0])
+    cut = (2 * n) // 3
+    names = ("disentanglement", "completeness", "informativeness")
+    if z.shape[1] < 2 or cut < 2 or n - cut < 1:
+        return {f"dci/{name}/{view}": math.nan for name in names}
+    z, f = z[:n].double().cpu(), factors[:n].cpu()
+    result = dci(z[:cut], f[:cut], z[cut:], f[cut:])
+    return {f"dci/{name}/{view}": float(getattr(result, name)) for name in names}
 
 
 @torch.no_grad()
@@ -214,14 +258,18 @@ def collect_codes(
 class EvaluationCallback(pl.Callback):
     """Evaluates the fixed evaluation set at the end of every training epoch and logs it.
 
-    The primary rule's dead mask at the end of `reference_epoch` (the epoch at whose end k has
+    DCI (slow: gradient-boosted trees) is computed only at the end of the ``dci_epochs``. The
+    primary rule's dead mask at the end of `reference_epoch` (the epoch at whose end k has
     reached k_end) is kept as the reference for revived / newly-dead counts in later epochs, and
     saved in checkpoints.
     """
 
-    def __init__(self, settings: EvalSettings, reference_epoch: int) -> None:
+    def __init__(
+        self, settings: EvalSettings, reference_epoch: int, dci_epochs: tuple[int, ...] = ()
+    ) -> None:
         self.settings = settings
         self.reference_epoch = reference_epoch
+        self.dci_epochs = set(dci_epochs)
         self.reference_dead: Tensor | None = None
         self.last: EvalResult | None = None
         self.samples: tuple[Tensor, Tensor] | None = None
@@ -242,6 +290,7 @@ class EvaluationCallback(pl.Callback):
             window_dead,
             self.reference_dead,
             firing.compute(),
+            with_dci=trainer.current_epoch in self.dci_epochs,
         )
         if trainer.current_epoch == self.reference_epoch:
             self.reference_dead = result.dead[self.settings.primary_name].cpu()

@@ -37,6 +37,7 @@ from vaesae.data.datamodule import GroundTruthDataModule
 from vaesae.evaluation import EvalSettings, EvaluationCallback
 from vaesae.module import VAESAEModule
 from vaesae.pictures.callback import NeuronPicturesCallback, PictureSettings
+from vaesae.pictures.compute import resolve_epochs
 from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.records import LastCheckpoint, RunRecorder
 from vaesae.sparsity import SparsityScheduleCallback
@@ -68,6 +69,8 @@ def _eval_settings(cfg: DictConfig) -> EvalSettings:
         num_bins=int(m.num_bins),
         align_threshold=float(m.align_threshold),
         select_threshold=float(m.select_threshold),
+        dci_samples=int(m.dci_samples),
+        dci_sae=bool(m.dci_sae),
     )
 
 
@@ -161,7 +164,10 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
         )
         # The L1 controller's settings (conf/method/l1.yaml), checked by the callback.
         controller = {k: v for k, v in cfg.method.items() if k.startswith("l1_")}
-        evaluation = EvaluationCallback(_eval_settings(cfg), reference_epoch(cfg))
+        dci_epochs = resolve_epochs(
+            list(cfg.metrics.dci_epochs), reference_epoch(cfg), schedule.total_epochs
+        )
+        evaluation = EvaluationCallback(_eval_settings(cfg), reference_epoch(cfg), dci_epochs)
         recorder = RunRecorder(run_dir, meta, evaluation, cfg.metrics.recon_images)
         callbacks = [
             SparsityScheduleCallback(

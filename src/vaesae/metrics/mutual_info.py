@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -153,6 +154,23 @@ def _check_inputs(codes: Tensor, factors: Tensor) -> None:
         raise ValueError("factors must have at least one column")
     if codes.device != factors.device:
         raise ValueError(f"codes are on {codes.device} but factors on {factors.device}")
+
+
+def train_test_arrays(
+    codes: Tensor, factors: Tensor, test_codes: Tensor, test_factors: Tensor
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked numpy copies (x, y, x_test, y_test) of a training and a test set of codes and
+    factors, for the metrics that fit scikit-learn models; ValueError names a shape mismatch."""
+    _check_inputs(codes, factors)
+    _check_inputs(test_codes, test_factors)
+    if test_codes.shape[1] != codes.shape[1] or test_factors.shape[1] != factors.shape[1]:
+        raise ValueError(
+            f"test set shapes {tuple(test_codes.shape)} / {tuple(test_factors.shape)} do not "
+            f"match the training codes {tuple(codes.shape)} / factors {tuple(factors.shape)} "
+            "in dimensions"
+        )
+    x, y = codes.detach().cpu().numpy(), factors.cpu().numpy()
+    return x, y, test_codes.detach().cpu().numpy(), test_factors.cpu().numpy()
 
 
 def mutual_information(codes: Tensor, factors: Tensor, num_bins: int = 20) -> tuple[Tensor, Tensor]:

@@ -18,9 +18,11 @@ own rule, or the one chosen with `--rule`. Rules:
   per seed; supported when the paired-t CI's high end < REVIVAL_MARGIN (any recovery is below one
   percentage point of the width), not supported when the paired t-test gives p < ALPHA with a
   mean drop > REVIVAL_MARGIN, otherwise inconclusive. Needs hold epochs.
-- MIG stays stable (per dataset × method): change = mig/latent(k_end) − mig/latent(epoch 0);
-  supported when the paired-t CI's low end > −MIG_MARGIN (MIG falls by less than 0.05), not
-  supported when its high end < −MIG_MARGIN; a rise is reported but never counts against it.
+- global quality stays stable (per dataset × method and per metric of the latent mean: MIG,
+  modularity, SAP, DCI disentanglement / completeness / informativeness, each in [0, 1]):
+  change = metric(k_end) − metric(epoch 0); supported when the paired-t CI's low end >
+  −MIG_MARGIN (falls by less than 0.05), not supported when its high end < −MIG_MARGIN; a rise is
+  reported but never counts against it. A metric not logged at both epochs is left out.
 - the collapse holds under every dead-neuron rule (per rule): rise = dead(k_end) − dead(epoch 0);
   supported when the paired-t CI's low end > 0 in every condition, not supported when some
   condition's CI high end is ≤ 0 (no rise at all under that rule); inconclusive for the `window`
@@ -79,7 +81,7 @@ __all__ = [
 ]
 
 ALPHA = 0.05
-MIG_MARGIN = 0.05  # MIG units (MIG is in [0, 1])
+MIG_MARGIN = 0.05  # units of the metric (MIG and the other global metrics are in [0, 1])
 REVIVAL_MARGIN = 0.01  # fraction of the SAE width (one percentage point)
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 
@@ -278,22 +280,37 @@ def _recovery_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
     return out
 
 
-def _mig_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
+# Global quality beyond MIG (issue: "global quality stays stable" should hold under every
+# metric): column, label. Each is in [0, 1] and tested like MIG; a metric a sweep did not log
+# (DCI at epochs it did not compute) is left out.
+GLOBAL_METRICS = (
+    ("mig/latent", "MIG"),
+    ("modularity/latent", "modularity"),
+    ("sap/latent", "SAP"),
+    ("dci/disentanglement/latent", "DCI disentanglement"),
+    ("dci/completeness/latent", "DCI completeness"),
+    ("dci/informativeness/latent", "DCI informativeness"),
+)
+
+
+def _global_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
     out = []
-    for cond, runs in groups.items():
-        change = paired_diff_ci(
-            values(runs, "mig/latent", "reference"), values(runs, "mig/latent", "start")
-        )
-        span = f" [{change.low:+.3f}, {change.high:+.3f}]" if change.defined else " (no CI)"
-        out.append(
-            Claim(
-                f"MIG stable (falls by < {MIG_MARGIN})",
-                cond.label,
-                f"Δ mig/latent {change.estimate:+.3f}{span}",
-                f"{len(runs)}",
-                verdict_above(change, -MIG_MARGIN),
+    for column, label in GLOBAL_METRICS:
+        for cond, runs in groups.items():
+            after, before = values(runs, column, "reference"), values(runs, column, "start")
+            if column != "mig/latent" and not np.isfinite(after - before).any():
+                continue
+            change = paired_diff_ci(after, before)
+            span = f" [{change.low:+.3f}, {change.high:+.3f}]" if change.defined else " (no CI)"
+            out.append(
+                Claim(
+                    f"{label} stable (falls by < {MIG_MARGIN})",
+                    cond.label,
+                    f"Δ {column} {change.estimate:+.3f}{span}",
+                    f"{len(runs)}",
+                    verdict_above(change, -MIG_MARGIN),
+                )
             )
-        )
     return out
 
 
@@ -424,7 +441,7 @@ def evaluate_claims(groups: dict[Condition, list[Run]], rules: list[str]) -> lis
         *_method_claims(groups),
         *_ratio_claims(groups),
         *_recovery_claims(groups),
-        *_mig_claims(groups),
+        *_global_claims(groups),
         *_rule_claims(groups, rules),
         *_semantics_claims(groups),
     ]

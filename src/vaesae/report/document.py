@@ -114,8 +114,10 @@ METHODS_TEXT = f"""\
   - extended training revives nothing: with drop = dead(k_end) − dead(final) per seed, supported
     iff the drop's CI high end < {100 * REVIVAL_MARGIN:g} pp; not supported iff the paired test
     has p < α and the mean drop > {100 * REVIVAL_MARGIN:g} pp.
-  - MIG stable: with Δ = mig/latent(k_end) − mig/latent(epoch 0), supported iff the CI low end
-    > −{MIG_MARGIN}; not supported iff its high end < −{MIG_MARGIN} (a rise never counts against).
+  - MIG stable (and modularity, SAP, DCI disentanglement / completeness / informativeness of the
+    latent mean, where logged at both epochs): with Δ = metric(k_end) − metric(epoch 0), supported
+    iff the CI low end > −{MIG_MARGIN}; not supported iff its high end < −{MIG_MARGIN} (a rise never
+    counts against).
   - collapse under rule r: rise = dead_r(k_end) − dead_r(epoch 0); supported iff every counted
     condition's CI low end > 0; not supported iff some counted condition's CI high end ≤ 0;
     inconclusive for `window` when fewer than `metrics.window` training samples were seen by
