@@ -205,3 +205,16 @@ def test_smoke_run_writes_pictures_at_the_chosen_epochs_and_the_report_shows_the
     for kind in ("top", "traversal", "response"):
         link = f"figures/neurons/dsprites_topk/epoch_{ref:03d}_frequency_{kind}.png"
         assert f"({link})" in body and (out / link).stat().st_size > 0
+
+
+def test_report_lists_runs_without_pictures_in_one_line(tmp_path):
+    from report_fixtures import write_run
+
+    from vaesae.report.neurons import neuron_section
+
+    for dataset in ("dsprites", "shapes3d"):
+        write_run(tmp_path / "sweep", dataset, "topk", 0, 0.4)
+    text = neuron_section(load_sweep(tmp_path / "sweep").conditions(), tmp_path / "report")
+    assert text.count("No pictures") == 1 and "###" not in text
+    assert "dsprites / topk (`topk-dsprites-s0-never`" in text
+    assert "shapes3d / topk (`topk-shapes3d-s0-never`" in text

@@ -75,6 +75,7 @@ def neuron_section(groups: dict[Condition, list[Run]], out_dir: Path) -> str:
         "largest evaluation activation; and its mean activation "
         "per value of each factor (bottom edge of a cell: 0; top: the row's largest mean)."
     ]
+    missing = []
     for cond, runs in groups.items():
         if not runs:
             continue
@@ -89,10 +90,14 @@ def neuron_section(groups: dict[Condition, list[Run]], out_dir: Path) -> str:
                     rel = os.path.relpath(path, out_dir)
                     links.append(f"![{cond.label}, by {view}: {_KIND_TEXT[kind]}]({rel})")
         if not links:
-            parts.append(
-                f"{head}\n\n_No pictures at epoch {run.reference_epoch} in `{run.path}/neurons/` "
-                "(trained before they existed, or without `reference` in `pictures.epochs`)._"
-            )
+            missing.append(f"{cond.label} (`{run.path.name}`, epoch {run.reference_epoch})")
             continue
         parts.append(f"{head}\n\n{_caption(run).strip()}\n\n" + "\n\n".join(links))
+    if missing:
+        # One line, not a heading per condition: a sweep trained before pictures existed (or
+        # without `reference` in `pictures.epochs`) would otherwise fill the section with them.
+        parts.append(
+            f"_No pictures at the reference epoch (trained before they existed, or without "
+            f"`reference` in `pictures.epochs`): {'; '.join(missing)}._"
+        )
     return "\n\n".join(parts)
