@@ -183,7 +183,11 @@ def test_picture_settings_are_checked():
 
 
 def test_smoke_run_writes_pictures_at_the_chosen_epochs_and_the_report_shows_them(tmp_path):
-    cfg = make_cfg("schedule.hold_epochs=2", "pictures.num_units=4")
+    cfg = make_cfg(
+        "schedule.hold_epochs=2",
+        "pictures.num_units=4",
+        "pictures.epochs=[first,reference,final]",  # the default; smoke runs draw none
+    )
     run = tmp_path / "sweep" / "run"
     assert train(cfg, run)["status"] == "completed"
     ref, total = reference_epoch(cfg), schedule_of(cfg).total_epochs
