@@ -361,3 +361,13 @@ def test_figures_show_the_sample_std(tmp_path):
     band = ax.collections[0].get_paths()[0].vertices  # topk's band: upper and lower edge
     at_ref = band[np.isclose(band[:, 0], 2)][:, 1]
     assert at_ref.max() - at_ref.min() == pytest.approx(2 * sample)
+
+
+def test_bands_stay_inside_the_range_of_a_rate(tmp_path):
+    # Dead rates 0 %, 0 % and 9 % at k_end: mean 3 %, std 5.2 %; the band stops at 0.
+    for seed, dead in enumerate((0.0, 0.0, 0.09)):
+        write_run(tmp_path, "dsprites", "topk", seed, dead)
+    band = dead_vs_epoch(load_sweep(tmp_path).conditions()).axes[0].collections[0]
+    edges = band.get_paths()[0].vertices
+    assert edges[:, 1].min() == 0.0
+    assert edges[:, 1].max() == pytest.approx(3.0 + np.std([0.0, 0.0, 9.0], ddof=1))

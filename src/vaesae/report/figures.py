@@ -58,14 +58,18 @@ def _std(ys: np.ndarray) -> np.ndarray:
         return np.nanstd(ys, axis=0, ddof=1)
 
 
-def _band(ax: Axes, x: np.ndarray, ys: np.ndarray, label: str, **style) -> None:
-    """Mean line with a ±1 std band over seeds (no band for a single seed)."""
+def _band(
+    ax: Axes, x: np.ndarray, ys: np.ndarray, label: str, top: float = 100.0, **style
+) -> None:
+    """Mean line with a ±1 std band over seeds (no band for a single seed), the band cut to the
+    quantity's range [0, top] (a rate of 3 % ± 5 does not go below 0)."""
     with np.errstate(invalid="ignore"):
         mean = np.nanmean(ys, axis=0)
         line = ax.plot(x, mean, label=f"{label} (n={len(ys)})", **style)[0]
         if len(ys) > 1:
             std = _std(ys)
-            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            low, high = np.clip(mean - std, 0, top), np.clip(mean + std, 0, top)
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
 
 
 def _by_dataset(groups: dict[Condition, list[Run]]) -> dict[str, dict[Condition, list[Run]]]:
@@ -139,7 +143,7 @@ def mig_vs_epoch(groups: dict[Condition, list[Run]]) -> Figure:
             for column, style in (("mig/latent", "-"), ("mig/sae", "--")):
                 ys = _stack(runs, column)
                 label = f"{_series_label(cond)} {column.split('/')[1]}"
-                _band(ax, np.arange(ys.shape[1]), ys, label, color=color, linestyle=style)
+                _band(ax, np.arange(ys.shape[1]), ys, label, 1.0, color=color, linestyle=style)
         ref = min(r.reference_epoch for runs in conds.values() for r in runs)
         ax.axvline(ref, color="grey", linestyle=":", linewidth=1)
         ax.set(title=f"{dataset}: MIG per epoch", xlabel="epoch", ylabel="MIG")
