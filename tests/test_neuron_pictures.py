@@ -220,5 +220,5 @@ def test_report_lists_runs_without_pictures_in_one_line(tmp_path):
         write_run(tmp_path / "sweep", dataset, "topk", 0, 0.4)
     text = neuron_section(load_sweep(tmp_path / "sweep").conditions(), tmp_path / "report")
     assert text.count("No pictures") == 1 and "###" not in text
-    assert "dsprites / topk (`topk-dsprites-s0-never`" in text
-    assert "shapes3d / topk (`topk-shapes3d-s0-never`" in text
+    assert "dsprites / topk (seed 0, epoch 2)" in text
+    assert "shapes3d / topk (seed 0, epoch 2)" in text

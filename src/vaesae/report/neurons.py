@@ -90,7 +90,7 @@ def neuron_section(groups: dict[Condition, list[Run]], out_dir: Path) -> str:
                     rel = os.path.relpath(path, out_dir)
                     links.append(f"![{cond.label}, by {view}: {_KIND_TEXT[kind]}]({rel})")
         if not links:
-            missing.append(f"{cond.label} (`{run.path.name}`, epoch {run.reference_epoch})")
+            missing.append(f"{cond.label} (seed {run.seed}, epoch {run.reference_epoch})")
             continue
         parts.append(f"{head}\n\n{_caption(run).strip()}\n\n" + "\n\n".join(links))
     if missing:
