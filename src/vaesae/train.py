@@ -36,7 +36,7 @@ from vaesae.config import (
 from vaesae.data.datamodule import GroundTruthDataModule
 from vaesae.evaluation import EvalSettings, EvaluationCallback
 from vaesae.module import VAESAEModule
-from vaesae.pictures.callback import NeuronPicturesCallback, PictureSettings
+from vaesae.pictures.callback import NeuronPicturesCallback
 from vaesae.pictures.compute import resolve_epochs
 from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.records import LastCheckpoint, RunRecorder
@@ -169,6 +169,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
         )
         evaluation = EvaluationCallback(_eval_settings(cfg), reference_epoch(cfg), dci_epochs)
         recorder = RunRecorder(run_dir, meta, evaluation, cfg.metrics.recon_images)
+        pictures = NeuronPicturesCallback.from_config(cfg, run_dir, evaluation)
         callbacks = [
             SparsityScheduleCallback(
                 schedule, cfg.schedule.granularity, pressure=cfg.arm.pressure, **controller
@@ -179,11 +180,11 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             recorder,
             # After the evaluation (it reads its per-unit figures) and the recorder (so the
             # pictures' time is not counted as training time).
-            NeuronPicturesCallback.from_config(cfg, run_dir, evaluation),
+            pictures,
             # After the pictures, which it sends to W&B; a no-op without a W&B logger.
             WandbMedia(
                 evaluation,
-                PictureSettings.from_config(cfg).epochs,
+                pictures.settings.epochs,
                 reference_epoch(cfg),
                 run_dir,
                 evaluation.settings.primary_name,

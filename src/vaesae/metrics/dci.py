@@ -135,7 +135,7 @@ def gbt_importance(
     n_jobs: int = 1,
 ) -> tuple[Tensor, float, float]:
     """Importance matrix [D, K] (float64) and mean train / test accuracy of one
-    ``GradientBoostingClassifier`` per factor (module docstring), fitted in ``n_jobs`` processes.
+    ``GradientBoostingClassifier`` per factor (module docstring), fitted in ``n_jobs`` threads.
     """
     x, y, x_test, y_test = train_test_arrays(codes, factors, test_codes, test_factors)
     if not (np.isfinite(x).all() and np.isfinite(x_test).all()):
