@@ -126,12 +126,12 @@ def test_schedule_object_validates():
 # --- L1 controller ---------------------------------------------------------------------------
 
 
-def _steps(gains, pairs, k_end=50, state=None):
+def _steps(gains, pairs, k_end=50, state=None, k_ahead=None):
     """Run the controller over (l0, k) pairs; returns the states after each step."""
     state = l1_initial_state(gains) if state is None else state
     states = []
     for l0, k in pairs:
-        state = l1_control_step(state, l0, k, k_end, gains)
+        state = l1_control_step(state, l0, k, k_end, gains, k_ahead)
         states.append(state)
     return states
 
@@ -162,6 +162,26 @@ def test_controller_holds_lambda_while_k_is_out_of_reach():
     # once the smoothed L0 reaches k the loop closes and lambda rises
     engaged = _steps(g, [(150.0, 140)] * 10, state=states[-1])
     assert engaged[-1].engaged and engaged[-1].coef > 0.01
+
+
+def test_lead_climb_raises_lambda_once_l0_reaches_the_target_ahead():
+    g = L1Gains(coef_init=0.01, smoothing=1.0)
+    # L0 = 150 below k = 300; the target ahead is 200, then 140: no climb, then max_rise per step
+    far = _steps(g, [(150.0, 300)] * 5, k_ahead=200)
+    assert [s.coef for s in far] == pytest.approx([0.01] * 5, rel=1e-12)
+    near = _steps(g, [(150.0, 300)] * 5, state=far[-1], k_ahead=140)
+    assert not any(s.engaged for s in near)
+    assert [s.integral for s in near] == pytest.approx(
+        math.log(0.01) + g.max_rise * np.arange(1, 6)
+    )
+    assert [s.coef for s in near] == pytest.approx([math.exp(s.integral) for s in near])
+    # once the loop closes only the closed-loop law moves lambda
+    (closed,) = _steps(g, [(150.0, 140)], state=near[-1], k_ahead=50)
+    assert closed.engaged
+    e = math.log(151 / 141)
+    assert closed.integral == pytest.approx(
+        near[-1].integral + min(g.ki * e + g.kff * math.log(300 / 140), g.max_rise)
+    )
 
 
 def test_controller_engages_at_k_end_even_below_target():
@@ -204,6 +224,8 @@ def test_controller_tensor_path_matches_float_path():
         ({"kp": -0.1}, "l1_kp=-0.1 must be >= 0"),
         ({"kff": -1.0}, "l1_kff=-1.0 must be >= 0"),
         ({"smoothing": 1.5}, r"l1_smoothing=1.5 must be in \(0, 1\]"),
+        ({"lead": -1}, r"l1_lead=-1 must be an integer >= 0 \(steps\)"),
+        ({"ff_lead": 2.5}, r"l1_ff_lead=2.5 must be an integer >= 0 \(steps\)"),
     ],
 )
 def test_controller_settings_are_validated(overrides, message):
@@ -212,14 +234,15 @@ def test_controller_settings_are_validated(overrides, message):
 
 
 # A synthetic plant: L0 relaxes with a lag of TAU steps towards width * sigmoid(-a (log lambda - c))
-# (natural L0 = width when lambda -> 0), c drifts slowly, and each measurement has 3 % noise.
-PLANT_WIDTH, TAU = 200.0, 5.0
+# (natural L0 = width when lambda -> 0), c drifts slowly, and each measurement has 3 % noise. The
+# knee sits where the raw objective's does, ~8 nats above coef_init.
+PLANT_WIDTH, TAU = 200.0, 8.0
 
 
-PLANT_C = math.log(0.3)  # log lambda at which the plant's L0 is half its natural value
+PLANT_C = math.log(3.0)  # log lambda at which the plant's L0 is half its natural value
 
 
-def _plant(targets, k_end, gains, seed=0, a=1.0, c=PLANT_C, drift=0.5):
+def _plant(targets, k_end, gains, seed=0, a=1.5, c=PLANT_C, drift=0.5):
     """Closed loop on the plant; returns (k, true L0, lambda, engaged) per step."""
     rng = np.random.default_rng(seed)
     noise = 1 + 0.03 * rng.standard_normal(len(targets))
@@ -228,8 +251,15 @@ def _plant(targets, k_end, gains, seed=0, a=1.0, c=PLANT_C, drift=0.5):
         c_t = c + drift * t / len(targets)
         l0 += (PLANT_WIDTH / (1 + math.exp(a * (math.log(state.coef) - c_t))) - l0) / TAU
         rows.append((k, l0, state.coef, state.engaged))
-        state = l1_control_step(state, l0 * noise[t], k, k_end, gains)
+        state = l1_control_step(state, l0 * noise[t], k, k_end, gains, *_ahead(targets, t, gains))
     return rows
+
+
+def _ahead(targets, t, gains):
+    """(target lead steps on, log slope ff_lead steps on) as the callback computes them."""
+    at = lambda steps: targets[min(t + steps, len(targets) - 1)]  # noqa: E731
+    d = gains.ff_lead
+    return at(gains.lead), (math.log(at(d - 1) / at(d)) if d else None)
 
 
 def _ramp(n_ramp, n_hold, k_start=500, k_end=50):
@@ -245,26 +275,38 @@ def _ratios(rows):
 def test_controller_tracks_a_ramp_on_a_synthetic_plant(seed):
     # 500 -> 50 over 2000 steps, then 1000 held. Settling time: 400 steps after engaging
     # (the climb of lambda from coef_init through the plant's flat region).
-    rows = _plant(_ramp(2000, 1000), 50, L1Gains(), seed)
+    gains = L1Gains()
+    rows = _plant(_ramp(2000, 1000), 50, gains, seed)
     ratio = _ratios(rows)
     engaged_at = next(t for t, row in enumerate(rows) if row[3])
-    before = [row[2] for row in rows[:engaged_at]]
-    assert before == pytest.approx([L1_COEF_INIT] * engaged_at, rel=1e-12)  # no windup
+    climb_at = next(t for t, row in enumerate(rows) if row[2] > L1_COEF_INIT * (1 + 1e-9))
+    # no windup: lambda holds coef_init until L0 meets the target `lead` steps on, then rises by
+    # exactly max_rise per step while it does (noise may pause it) until the loop closes
+    assert engaged_at - 2 * gains.lead <= climb_at < engaged_at
+    rises = np.diff(np.log([row[2] for row in rows[climb_at - 1 : engaged_at]]))
+    climbing = np.isclose(rises, gains.max_rise, rtol=1e-6)
+    assert (climbing | np.isclose(rises, 0.0, atol=1e-9)).all()
+    assert climbing.mean() > 0.8
     assert rows[engaged_at][0] == pytest.approx(PLANT_WIDTH, rel=0.05)  # k met the natural L0
     assert np.abs(ratio[engaged_at + 400 :] - 1).max() <= 0.1
-    assert ratio[engaged_at:].min() >= 0.8  # no deep undershoot
+    assert ratio[engaged_at:].min() >= 0.88  # no deep undershoot
     # no sustained oscillation: the last 500 held steps stay within the noise's reach
     assert np.abs(ratio[-500:] - 1).max() <= 0.04
 
 
 def test_controller_short_schedule_reaches_k_in_the_hold():
-    # The demo's length: a 320-step ramp, 160 held. The loop closes ~100 steps before the ramp's
-    # end and lambda's rise is bounded, so L0 lags: settling time 80 steps into the hold.
-    rows = _plant(_ramp(320, 160), 50, L1Gains())
-    ratio = _ratios(rows)
-    engaged_at = next(t for t, row in enumerate(rows) if row[3])
-    assert np.abs(ratio[400:] - 1).max() <= 0.1
-    assert ratio[engaged_at:].min() >= 0.8
+    # The demo's length: a 320-step ramp, 160 held. The lead climb brings lambda to the knee as
+    # the loop closes ~100 steps before the ramp's end, and the slope fed forward is the one
+    # ff_lead steps on, so L0 settles within 10 % of k by the hold's first steps and does not
+    # fall below 0.9 k when the ramp stops (the current slope alone: 0.75 k).
+    for seed in (0, 1):
+        rows = _plant(_ramp(320, 160), 50, L1Gains(), seed)
+        ratio = _ratios(rows)
+        engaged_at = next(t for t, row in enumerate(rows) if row[3])
+        assert np.abs(ratio[330:] - 1).max() <= 0.1
+        assert ratio[engaged_at:].min() >= 0.9
+    lagging = _ratios(_plant(_ramp(320, 160), 50, L1Gains(ff_lead=0)))
+    assert lagging[300:].min() < 0.8  # the check above can fail
 
 
 def test_controller_follows_a_step_drop_without_undershoot():
@@ -408,12 +450,14 @@ def test_callback_drives_l1_coef_by_the_controller():
     callback = SparsityScheduleCallback(LINEAR, **settings)
     trainer = _fit(module, callback)
     assert module.seen_k == [None] * 8
-    ks = [20, 18, 16, 14, 12, 10, 8, 6]
+    # the schedule per step, past its end: k at step t, at t + lead and the slope at t + ff_lead
+    ks = [20, 18, 16, 14, 12, 10, 8, 6] + [4] * 200
     gains = L1Gains(coef_init=0.05, ki=0.5, kp=0.5)
     state = l1_initial_state(gains)
     for step in range(8):
         assert module.seen_coef[step] == pytest.approx(state.coef, rel=1e-5)
-        state = l1_control_step(state, module.seen_l0[step], ks[step], 4, gains)
+        ahead, slope = _ahead(ks, step, gains)
+        state = l1_control_step(state, module.seen_l0[step], ks[step], 4, gains, ahead, slope)
     assert callback.state_dict()["l1"]["coef"] == pytest.approx(state.coef, rel=1e-5)
     assert float(module.l1_coef) == pytest.approx(state.coef, rel=1e-5)
     assert trainer.callback_metrics["sparsity/k"].item() == pytest.approx(9.0)

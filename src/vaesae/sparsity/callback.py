@@ -13,7 +13,8 @@ Protocol with the LightningModule:
 Before each training batch k(t) is computed at t = epoch + batch_idx / batches_per_epoch
 (``granularity="step"``) or t = epoch (``"epoch"``) and, for k-controlled rules, written to the
 activation's ``k``. After each batch a penalty-controlled rule's lambda takes one step of the
-controller in :mod:`vaesae.sparsity.l1_controller` towards L0 = k(t). Logged per epoch: the mean
+controller in :mod:`vaesae.sparsity.l1_controller` towards L0 = k(t), which also reads the target
+``l1_lead`` steps ahead and its slope ``l1_ff_lead`` steps ahead. Logged per epoch: the mean
 target ``sparsity/k``, the target of the epoch's last step ``sparsity/k_last`` (the k that the
 end-of-epoch evaluation sees), the mean achieved ``sparsity/l0`` and the mean
 ``sparsity/l1_coef``. k and the controller's state are saved in checkpoints, so a resumed run
@@ -36,9 +37,11 @@ from vaesae.sparsity.l1_controller import (
     L1_COEF_INIT,
     L1_COEF_MAX,
     L1_COEF_MIN,
+    L1_FF_LEAD,
     L1_KFF,
     L1_KI,
     L1_KP,
+    L1_LEAD,
     L1_MAX_FALL,
     L1_MAX_RISE,
     L1_SMOOTHING,
@@ -80,6 +83,8 @@ class SparsityScheduleCallback(pl.Callback):
         l1_smoothing: float = L1_SMOOTHING,
         l1_max_rise: float = L1_MAX_RISE,
         l1_max_fall: float = L1_MAX_FALL,
+        l1_lead: int = L1_LEAD,
+        l1_ff_lead: int = L1_FF_LEAD,
         pressure: str = "schedule",
     ) -> None:
         if pressure not in PRESSURES:
@@ -99,10 +104,14 @@ class SparsityScheduleCallback(pl.Callback):
             smoothing=l1_smoothing,
             max_rise=l1_max_rise,
             max_fall=l1_max_fall,
+            lead=l1_lead,
+            ff_lead=l1_ff_lead,
         )
         self.schedule = schedule if isinstance(schedule, KSchedule) else KSchedule(**schedule)
         self.granularity = granularity
         self.k: int = self.schedule.k(0.0)
+        self.k_ahead: int = self.k  # the target gains.lead steps after the current one
+        self.slope_ahead: float | None = None  # log(k(t + d - 1) / k(t + d)), d = gains.ff_lead
         self.l1: L1State = l1_initial_state(self.gains)
         # Device copies of host scalars for logging, rebuilt only when the value changes: building
         # a CUDA tensor from a Python number blocks the host, which must not happen every step.
@@ -134,11 +143,15 @@ class SparsityScheduleCallback(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        epoch = float(trainer.current_epoch)
-        if self.granularity == "step":
-            epoch += batch_idx / trainer.num_training_batches
         activation = _activation(pl_module)
-        self.k = self.target(epoch, activation.width)
+
+        def k_at(steps_on: int) -> int:
+            return self.target(self._time(trainer, batch_idx + steps_on), activation.width)
+
+        self.k = k_at(0)
+        self.k_ahead = k_at(self.gains.lead)
+        d = self.gains.ff_lead
+        self.slope_ahead = math.log(k_at(d - 1) / k_at(d)) if d else None
         if activation.control == "k":
             activation.k = self.k
         elif self.pressure == "none":
@@ -148,6 +161,13 @@ class SparsityScheduleCallback(pl.Callback):
             if not (isinstance(integral, Tensor) and integral.device == pl_module.device):
                 self.l1 = l1_state_to(self.l1, pl_module.device)
             pl_module.l1_coef = self.l1.coef
+
+    def _time(self, trainer: pl.Trainer, batch_idx: int) -> float:
+        """Training time in epochs at batch ``batch_idx`` of the current epoch (may run past it)."""
+        batches = trainer.num_training_batches
+        if self.granularity == "step":
+            return trainer.current_epoch + batch_idx / batches
+        return float(trainer.current_epoch + batch_idx // batches)
 
     def on_train_batch_end(
         self,
@@ -166,7 +186,9 @@ class SparsityScheduleCallback(pl.Callback):
             )
         l0 = outputs["l0"]
         if _activation(pl_module).control == "penalty" and self.pressure != "none":
-            self.l1 = l1_control_step(self.l1, l0, self.k, self.schedule.k_end, self.gains)
+            self.l1 = l1_control_step(
+                self.l1, l0, self.k, self.schedule.k_end, self.gains, self.k_ahead, self.slope_ahead
+            )
             pl_module.l1_coef = self.l1.coef
         l1_coef = pl_module.l1_coef
         if not isinstance(l1_coef, Tensor):

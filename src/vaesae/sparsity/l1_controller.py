@@ -2,13 +2,17 @@
 
 The control variable is u = log(lambda) and the error is a log ratio, so one set of gains serves
 k = 500 and k = 50 and any scale of lambda. After training step t, with L0_t the batch's mean
-number of active codes under lambda_t and k_t the step's target:
+number of active codes under lambda_t, k_t the step's target, a_t the target ``lead`` steps
+later and k(t + d) the target ``ff_lead`` = d steps later (the caller's schedule; a_t = k_t and
+d = 0 where it has none ahead):
 
     r_t = log((L0_t + 1) / (k_t + 1))                        raw error (> 0: denser than k)
     e_t = e_{t-1} + smoothing * (r_t - e_{t-1})              smoothed error (e_0 = r_0)
-    f_t = log(k_{t-1} / k_t)                                 target slope (f_0 = 0)
+    f_t = log(k(t + d - 1) / k(t + d))                       target slope d steps on (f_0 = 0)
     engaged_t = engaged_{t-1} or e_t >= 0 or k_t <= k_end
+    leading_t = not engaged_t and e_t + log((k_t + 1) / (a_t + 1)) >= 0
     I_t = I_{t-1} + engaged_t * clip(ki * e_t + kff * f_t, -max_fall, max_rise)
+                  + leading_t * max_rise
     I_t = clip(I_t, log coef_min, log coef_max)
     lambda_{t+1} = exp(clip(I_t + engaged_t * kp * e_t, log coef_min, log coef_max))
 
@@ -22,6 +26,13 @@ code is zero and leaves the fixed point L0 = k unchanged.
 - ``kff``: feed-forward on the target's slope. While k falls by a factor q, I rises by
   kff * log q besides the feedback, kff standing for 1 / (-d log L0 / d log lambda), the inverse
   slope of the codes' response.
+- ``ff_lead`` (d steps): the slope fed forward is the target's d steps later, because L0
+  follows lambda only after the weights have moved (a lag of ~10-20 steps). With the slope of
+  the current step, lambda keeps rising for that lag after a ramp stops and L0 then falls below
+  k: on a synthetic plant with a 8-15-step lag (tests/test_sparsity.py) the demo's 320-step
+  ramp ended at 0.75 k; with d = 16 the lowest L0 after the loop closed was 0.93-0.96 k. On the
+  VAE-SAE that undershoot does not heal: units that the excess lambda silenced stay silent when
+  lambda falls again.
 - ``max_rise`` / ``max_fall``: bounds on I's change per step (lambda may rise at most by
   exp(max_rise) per step and fall by exp(max_fall) without the proportional term). The rise bound
   is what keeps a large error (e.g. L0 = 250 against k = 50 at the first step of a constant
@@ -33,6 +44,17 @@ code is zero and leaves the fixed point L0 = k unchanged.
   magnitude while k falls past L0. So the loop stays open, lambda = ``coef_init`` (chosen just
   below where the L1 term starts to bite), until the smoothed L0 first reaches k, or until k
   reaches k_end (so a ``coef_init`` that already holds L0 below k_end is still corrected).
+- Lead climb (``lead`` steps, the caller's setting; 0 switches it off). L0 hardly responds to
+  lambda over decades above ``coef_init`` and then falls steeply at a knee; on the raw objective
+  the knee is at lambda ~1-5, ~7-8 nats above ``coef_init``, and at ``max_rise`` per step the
+  closed loop would spend ~150 steps climbing to it after it closes. So once the smoothed L0
+  reaches the target that k will have ``lead`` steps later (the loop will close within ~lead
+  steps), lambda climbs at ``max_rise`` per step through that insensitive range while the loop
+  is still open. If the climb reaches the knee first, L0 falls, meets k sooner and the loop
+  closes, so the climb cannot drive L0 below k. Starting it earlier than the loop needs was
+  worse: an open-loop lambda that followed the code scale (||h||, or SAE-MSE / ||s||_1) from the
+  first step bit during the first epochs, while the codes are small and the model still sits
+  at the no-information reconstruction, and kept a demo run there with 88 % of units dead.
 
 Why a cautious loop. Units that an L1 penalty pushes below zero on every input receive no
 gradient and stay dead when lambda relaxes, so a controller that drives L0 far below k would
@@ -80,6 +102,8 @@ L1_KFF = 3.0
 L1_SMOOTHING = 0.25
 L1_MAX_RISE = 0.05
 L1_MAX_FALL = 0.05
+L1_LEAD = 100
+L1_FF_LEAD = 16
 
 
 @dataclass(frozen=True)
@@ -95,6 +119,8 @@ class L1Gains:
     smoothing: float = L1_SMOOTHING
     max_rise: float = L1_MAX_RISE
     max_fall: float = L1_MAX_FALL
+    lead: int = L1_LEAD
+    ff_lead: int = L1_FF_LEAD
 
     def __post_init__(self) -> None:
         if not 0 < self.coef_min <= self.coef_init <= self.coef_max:
@@ -108,6 +134,10 @@ class L1Gains:
         for name in ("kp", "kff"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"l1_{name}={getattr(self, name)} must be >= 0")
+        for name in ("lead", "ff_lead"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 0):
+                raise ValueError(f"l1_{name}={value} must be an integer >= 0 (steps)")
         if not 0 < self.smoothing <= 1:
             raise ValueError(f"l1_smoothing={self.smoothing} must be in (0, 1]")
 
@@ -145,25 +175,37 @@ def l1_state_to(state: L1State, device: torch.device) -> L1State:
 
 
 def l1_control_step(
-    state: L1State, l0: float | Tensor, k: float, k_end: float, gains: L1Gains
+    state: L1State,
+    l0: float | Tensor,
+    k: float,
+    k_end: float,
+    gains: L1Gains,
+    k_ahead: float | None = None,
+    slope: float | None = None,
 ) -> L1State:
     """One step of the law in the module docstring, after a training step at target ``k``.
 
     ``l0`` is that step's mean number of active codes per sample; ``k_end`` the schedule's final
-    target. With a tensor state or ``l0`` everything stays on their device (no host
-    synchronisation); with floats the result is floats.
+    target; ``k_ahead`` the target ``lead`` steps later (None: ``k``, no lead climb); ``slope``
+    the target's log slope ``ff_lead`` steps later, log(k(t + d - 1) / k(t + d)) (None: the
+    current one, log(k_prev / k)). With a tensor state or ``l0`` everything stays on their device
+    (no host synchronisation); with floats the result is floats.
     """
     lo, hi = math.log(gains.coef_min), math.log(gains.coef_max)
     raw = _log((l0 + 1.0) / (k + 1.0))
     if state.k_prev > 0:
         error = state.error + gains.smoothing * (raw - state.error)
-        slope = math.log(state.k_prev / k)
+        slope = math.log(state.k_prev / k) if slope is None else slope
     else:
         error, slope = raw, 0.0
     engaged = state.engaged | (True if k <= k_end else error >= 0)
     gate = _where(engaged, 1.0, 0.0)
+    ahead = k if k_ahead is None else k_ahead
+    leading = ~engaged if isinstance(engaged, Tensor) else not engaged
+    leading = leading & (error + math.log((k + 1.0) / (ahead + 1.0)) >= 0)
     step = _clamp(gains.ki * error + gains.kff * slope, -gains.max_fall, gains.max_rise)
-    integral = _clamp(state.integral + gate * step, lo, hi)
+    step = gate * step + _where(leading, gains.max_rise, 0.0)
+    integral = _clamp(state.integral + step, lo, hi)
     u = _clamp(integral + gate * gains.kp * error, lo, hi)
     return L1State(integral, _exp(u), error, float(k), engaged)
 
