@@ -185,10 +185,22 @@ def test_sae_formula_and_init():
     assert torch.allclose(out.recon, out.x_hat * r)  # the reconstruction of h itself
 
 
-def test_sae_objective_is_scale_free():
+def test_sae_norm_input_has_unit_mean_square_norm():
+    """input_norm="norm": r = sqrt(mean_batch ||h||^2), so mean ||x||^2 = 1 and the SAE error is
+    the fraction of the input's energy left unexplained."""
+    h = torch.randn(6, 8) * 3.0 + 1.0
+    out = SparseAutoencoder(d_in=8, width=16, input_norm="norm")(h)
+    assert out.scale.item() == pytest.approx(h.pow(2).sum(1).mean().sqrt().item(), rel=1e-6)
+    assert out.x.pow(2).sum(1).mean().item() == pytest.approx(1.0, rel=1e-5)
+    batch = SparseAutoencoder(d_in=8, width=16, input_norm="batch")(h)
+    assert out.scale.item() == pytest.approx(batch.scale.item() * math.sqrt(8), rel=1e-6)
+
+
+@pytest.mark.parametrize("input_norm", ["batch", "norm"])
+def test_sae_objective_is_scale_free(input_norm):
     """Scaling the input by c leaves codes, the SAE error and the L1 term unchanged."""
     torch.manual_seed(0)
-    sae = SparseAutoencoder(d_in=8, width=16, method="l1", input_norm="batch")
+    sae = SparseAutoencoder(d_in=8, width=16, method="l1", input_norm=input_norm)
     h = torch.randn(32, 8)
     s, x, x_hat, *_ = sae(h)
     s_c, x_c, x_hat_c, *_ = sae(h * 7.0)

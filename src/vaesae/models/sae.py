@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from vaesae.models.activations import make_activation
 
-INPUT_NORMS = ("batch", "none")
+INPUT_NORMS = ("batch", "norm", "none")
 CENTERS = ("none", "ema", "init")
 
 
@@ -151,10 +151,14 @@ class SparseAutoencoder(nn.Module):
 
     def batch_scale(self, h: Tensor) -> Tensor:
         """The divisor r (0-d) that a training batch of (centred) inputs h (B, d_in) gets, without
-        updating anything: sqrt(mean_{batch, features} h^2), or 1 under ``input_norm="none"``."""
+        updating anything: sqrt(mean_{batch, features} h^2) under ``input_norm="batch"``,
+        sqrt(mean_batch ||h||^2) under ``"norm"``, 1 under ``"none"``."""
         if self.input_norm == "none":
             return torch.ones((), dtype=h.dtype, device=h.device)
-        return h.float().pow(2).mean().sqrt().clamp_min(1e-12)
+        mean_square = h.float().pow(2).mean()
+        if self.input_norm == "norm":
+            mean_square = mean_square * h.shape[-1]
+        return mean_square.sqrt().clamp_min(1e-12)
 
     def input_scale(self, h: Tensor) -> Tensor:
         """The divisor r (0-d) of the input normalisation; updates the running mean in training."""

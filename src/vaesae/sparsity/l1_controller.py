@@ -11,7 +11,7 @@ d = 0 where it has none ahead):
     f_t = log(k(t + d - 1) / k(t + d))                       target slope d steps on (f_0 = 0)
     engaged_t = engaged_{t-1} or e_t >= 0 or k_t <= k_end
     leading_t = not engaged_t and e_t + log((k_t + 1) / (a_t + 1)) >= 0
-    I_t = I_{t-1} + engaged_t * clip(ki * e_t + kff * f_t, -max_fall, max_rise)
+    I_t = I_{t-1} + engaged_t * clip(ki * e_t + kff * f_t * [e_t >= 0], -max_fall, max_rise)
                   + leading_t * max_rise
     I_t = clip(I_t, log coef_min, log coef_max)
     lambda_{t+1} = exp(clip(I_t + engaged_t * kp * e_t, log coef_min, log coef_max))
@@ -26,6 +26,10 @@ code is zero and leaves the fixed point L0 = k unchanged.
 - ``kff``: feed-forward on the target's slope. While k falls by a factor q, I rises by
   kff * log q besides the feedback, kff standing for 1 / (-d log L0 / d log lambda), the inverse
   slope of the codes' response.
+  It acts only while L0 is at or above its target (e_t >= 0): below it a falling k needs no
+  push, and one deepens the undershoot. On the synthetic plant the lowest L0 after the loop
+  closed on the 2,000-step ramp rose from 0.90 k to 0.96 k with this gate; on the demo, L0 sat
+  below k through the ramp's last epoch while the feed-forward alone kept lambda rising.
 - ``ff_lead`` (d steps): the slope fed forward is the target's d steps later, because L0
   follows lambda only after the weights have moved (a lag of ~10-20 steps). With the slope of
   the current step, lambda keeps rising for that lag after a ramp stops and L0 then falls below
@@ -203,7 +207,8 @@ def l1_control_step(
     ahead = k if k_ahead is None else k_ahead
     leading = ~engaged if isinstance(engaged, Tensor) else not engaged
     leading = leading & (error + math.log((k + 1.0) / (ahead + 1.0)) >= 0)
-    step = _clamp(gains.ki * error + gains.kff * slope, -gains.max_fall, gains.max_rise)
+    feed_forward = gains.kff * slope * _where(error >= 0, 1.0, 0.0)
+    step = _clamp(gains.ki * error + feed_forward, -gains.max_fall, gains.max_rise)
     step = gate * step + _where(leading, gains.max_rise, 0.0)
     integral = _clamp(state.integral + step, lo, hi)
     u = _clamp(integral + gate * gains.kp * error, lo, hi)
