@@ -50,12 +50,14 @@ code is zero and leaves the fixed point L0 = k unchanged.
   reaches k_end (so a ``coef_init`` that already holds L0 below k_end is still corrected).
 - Lead climb (``lead`` steps, the caller's setting; 0 switches it off). L0 hardly responds to
   lambda over decades above ``coef_init`` and then falls steeply at a knee; on the raw objective
-  the knee is at lambda ~1-5, ~7-8 nats above ``coef_init``, and at ``max_rise`` per step the
-  closed loop would spend ~150 steps climbing to it after it closes. So once the smoothed L0
+  the knee is at lambda ~1-5 on dSprites and ~5-30 on Shapes3D, 7-10 nats above ``coef_init``,
+  and at ``max_rise`` per step the closed loop would spend 150-200 steps climbing to it after it
+  closes. So once the smoothed L0
   reaches the target that k will have ``lead`` steps later (the loop will close within ~lead
   steps), lambda climbs at ``max_rise`` per step through that insensitive range while the loop
   is still open. If the climb reaches the knee first, L0 falls, meets k sooner and the loop
-  closes, so the climb cannot drive L0 below k. Starting it earlier than the loop needs was
+  closes; the climb itself never continues below k, though L0's lag can carry it there (the
+  table at the end). Starting it earlier than the loop needs was
   worse: an open-loop lambda that followed the code scale (||h||, or SAE-MSE / ||s||_1) from the
   first step bit during the first epochs, while the codes are small and the model still sits
   at the no-information reconstruction, and kept a demo run there with 88 % of units dead.
