@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from vaesae import bench
 
 
@@ -19,3 +22,10 @@ def test_training_section_writes_the_contract_keys(tmp_path, monkeypatch):
     assert figures["plain_img_per_s"] == figures["fast_img_per_s"]
     assert figures["lightning_vs_plain"] == figures["train_img_per_s"] / figures["plain_img_per_s"]
     assert 0 <= figures["data_fraction_of_step"] < 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_gpu_bench_without_cuda_is_refused_before_any_work(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--accelerator", "gpu"])
+    assert "needs a CUDA device" in capsys.readouterr().err

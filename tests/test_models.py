@@ -3,6 +3,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from smoke_config import make_cfg
+from torch import nn
 
 from vaesae.models import (
     ACTIVATIONS,
@@ -214,6 +216,46 @@ def test_sae_objective_is_scale_free(input_norm):
     )
 
 
+def _detach_pair(method: str) -> tuple[SparseAutoencoder, SparseAutoencoder]:
+    torch.manual_seed(3)
+    kw = {"k": 4} if method == "topk" else {}
+    plain = SparseAutoencoder(d_in=8, width=16, method=method, input_norm="norm", **kw)
+    with torch.no_grad():
+        plain.b_pre.normal_()
+        plain.encoder.bias.normal_()
+    detached = SparseAutoencoder(
+        d_in=8, width=16, method=method, input_norm="norm", detach_loss=True, **kw
+    )
+    detached.load_state_dict(plain.state_dict())
+    return plain, detached
+
+
+@pytest.mark.parametrize("method", ["topk", "l1"])
+def test_detach_loss_keeps_values_and_the_path_gradient(method):
+    """detach_loss: same outputs; the SAE's losses give h no gradient; the forward path gives h
+    and the SAE's parameters exactly the gradient of the undetached SAE."""
+    plain, detached = _detach_pair(method)
+    h = torch.randn(12, 8) * 2.0 + 0.5
+    outs = []
+    for sae in (plain, detached):
+        h_in = h.clone().requires_grad_(True)
+        out = sae(h_in)
+        path = out.recon.pow(3).sum()  # any function of the forward path
+        (path_grad,) = torch.autograd.grad(path, h_in, retain_graph=True)
+        own = sae_mse(out.x, out.x_hat) + 0.3 * l1_norm(out.codes)
+        (own_grad,) = torch.autograd.grad(own, h_in, retain_graph=True, allow_unused=True)
+        params = torch.autograd.grad(path, list(sae.parameters()), allow_unused=True)
+        outs.append((out, path_grad, own_grad, params))
+    (p_out, p_path, p_own, p_params), (d_out, d_path, d_own, d_params) = outs
+    for a, b in zip(p_out, d_out, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(d_path, p_path, atol=1e-5) and p_path.abs().sum() > 0
+    assert p_own.abs().sum() > 0  # the undetached SAE error moves h ...
+    assert d_own is None or not d_own.any()  # ... the detached one does not
+    for a, b in zip(p_params, d_params, strict=True):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)
+
+
 def test_sae_running_rms_is_used_in_evaluation_and_saved():
     sae = SparseAutoencoder(d_in=4, width=8, input_norm="batch", norm_momentum=0.5)
     assert sae.eval()(torch.ones(2, 4))[3].item() == 1.0  # before any training batch
@@ -295,3 +337,39 @@ def test_output_carries_the_pre_activations():
     out = model(torch.rand(3, 1, 64, 64))
     assert torch.allclose(out.pre, model.sae.pre_activations(out.h))
     assert torch.equal(out.codes, torch.relu(out.pre))
+
+
+def _rescaled_terms(input_norm: str, normalize_decoder: bool, alpha: float, c: float) -> tuple:
+    """Loss terms of one batch before and after the trunk's features are scaled by c (its last
+    linear layer, before the ReLU) and the latent head's weights by 1/c."""
+    torch.manual_seed(0)
+    model = VAESAE(1, width=40, method="l1", input_norm=input_norm,
+                   normalize_decoder=normalize_decoder)
+    x = torch.rand(16, 1, 64, 64)
+
+    def terms() -> dict:
+        torch.manual_seed(1)  # the same posterior noise
+        return vae_sae_loss(model(x), x, alpha=alpha, l1_coef=0.3)
+
+    before = terms()
+    fc = [m for m in model.encoder.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        fc.weight.mul_(c)
+        fc.bias.mul_(c)
+        model.latent_head.linear.weight.div_(c)
+    return before, terms()
+
+
+def test_default_objective_is_scale_free():
+    """The configured objective does not depend on the trunk's arbitrary scale; the raw one does
+    (its SAE error scales by c^2 and its L1 term by c)."""
+    cfg = make_cfg()
+    before, after = _rescaled_terms(
+        cfg.model.input_norm, cfg.model.normalize_decoder, cfg.loss.alpha, 3.0
+    )
+    for name in ("loss", "recon", "kl", "sae_mse", "l1"):
+        assert after[name].item() == pytest.approx(before[name].item(), rel=1e-4), name
+    raw_before, raw_after = _rescaled_terms("none", False, 1.0, 3.0)
+    raw_mse = raw_before["sae_mse"].item()
+    assert raw_after["sae_mse"].item() == pytest.approx(9.0 * raw_mse, rel=1e-3)
+    assert raw_after["l1"].item() == pytest.approx(3.0 * raw_before["l1"].item(), rel=1e-3)

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m vaesae.bench [--json PATH] [--only SECTION ...]``.
+"""Benchmarks: ``python -m vaesae.bench [--json PATH] [--only SECTION ...] [--accelerator gpu]``.
 
 Each section is a function returning flat figures ``{name: value}``. A timing ``X_s`` (seconds,
 median of several runs after one warm-up run) may come with ``X_ref_s``, the same work done by a
@@ -9,6 +9,7 @@ those three side by side and any other figure (e.g. agreement with the reference
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -220,21 +221,30 @@ def _bench_module(channels_last: bool = False):
     return VAESAEModule(in_channels=1, method="topk", k_start=BENCH_K, channels_last=channels_last)
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a wall-clock interval covers it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def plain_loop_img_per_s(
-    dm, steps: int, warmup: int, precision: str, channels_last: bool
+    dm, steps: int, warmup: int, precision: str, channels_last: bool, device: str = "cpu"
 ) -> tuple[float, float]:
     """A hand-written training loop (sample, gather, forward, loss, backward, step) on a given
-    path: images/s over the timed steps, and data assembly's share of their time."""
+    path and device: images/s over the timed steps, and data assembly's share of their time
+    (on a GPU the share of host time spent queuing it, since nothing waits in between)."""
     from vaesae.models import vae_sae_loss
 
-    module = _bench_module(channels_last)
+    dev = torch.device(device)
+    module = _bench_module(channels_last).to(dev)
     module.setup("fit")
     model, opt = module.model, torch.optim.Adam(module.parameters(), lr=1e-3)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-    factors = dm.epoch_factors(0).split(dm.batch_size)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    factors = dm.epoch_factors(0).to(dev).split(dm.batch_size)
     data_time = 0.0
     for i, f in enumerate(factors):
         if i == warmup:
+            _sync(dev)
             start, data_time = time.perf_counter(), 0.0
         t0 = time.perf_counter()
         x = module.to_input(dm.images(f))
@@ -245,57 +255,35 @@ def plain_loop_img_per_s(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    _sync(dev)
     elapsed = time.perf_counter() - start
     return (steps - warmup) * dm.batch_size / elapsed, data_time / elapsed
 
 
-def training_section(steps: int = 40, warmup: int = 5, batch_size: int = 256) -> dict[str, float]:
-    """Training images/s: a naive fp32 loop (contiguous NCHW, the anchor), the same loop on the
-    default fast path (``trainer.precision=auto``, ``trainer.channels_last=auto``), and the real
-    Lightning path on the fast path; data assembly's share of a step; the per-epoch evaluation
-    cost relative to a paper-scale epoch (737,280 dSprites images).
-
-    ``plain_img_per_s`` and ``fast_img_per_s`` are one measurement under two names: the plain
-    loop on the path Lightning trains with, so Lightning / plain compares like with like.
-    """
+def lightning_img_per_s(
+    dm, steps: int, warmup: int, precision: str, channels_last: bool, accelerator: str = "cpu"
+):
+    """The steps of :func:`plain_loop_img_per_s` through ``Trainer.fit`` with the schedule
+    callback of real runs: images/s over the timed steps, and the trained module."""
     import lightning.pytorch as pl
 
-    from vaesae.data.datamodule import GroundTruthDataModule
-    from vaesae.evaluation import EvalSettings, collect_codes, evaluate_codes
-    from vaesae.precision import resolve_channels_last, resolve_precision
     from vaesae.sparsity import KSchedule, SparsityScheduleCallback
 
-    dm = GroundTruthDataModule(
-        "dsprites",
-        "procedural",
-        batch_size=batch_size,
-        epoch_size=batch_size * steps,
-        eval_size=EVAL_SIZE,
-    )
-    dm.setup()
-    precision = resolve_precision("auto", "cpu")
-    channels_last = resolve_channels_last("auto", "cpu")
-    figures: dict[str, float] = {"fast_path_bf16": float(precision == "bf16-mixed")}
-    figures["fast_path_channels_last"] = float(channels_last)
-
-    figures["naive_fp32_img_per_s"], _ = plain_loop_img_per_s(dm, steps, warmup, "32-true", False)
-    fast, data_fraction = plain_loop_img_per_s(dm, steps, warmup, precision, channels_last)
-    figures["fast_img_per_s"] = figures["plain_img_per_s"] = fast
-    figures["data_fraction_of_step"] = data_fraction
-
-    # Lightning: the same steps through Trainer.fit with the schedule callback of real runs.
     class StepTimer(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if batch_idx == warmup:
+                _sync(pl_module.device)
                 self.start = time.perf_counter()
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        def on_train_epoch_end(self, trainer, pl_module):
+            _sync(pl_module.device)
             self.end = time.perf_counter()
 
     timer = StepTimer()
     trainer = pl.Trainer(
         max_epochs=1,
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
         precision=precision,
         logger=False,
         enable_checkpointing=False,
@@ -306,14 +294,58 @@ def training_section(steps: int = 40, warmup: int = 5, batch_size: int = 256) ->
     )
     module = _bench_module(channels_last)
     trainer.fit(module, datamodule=dm)
-    figures["train_img_per_s"] = (steps - warmup) * batch_size / (timer.end - timer.start)
+    return (steps - warmup) * dm.batch_size / (timer.end - timer.start), module
+
+
+def training_section(
+    steps: int = 40, warmup: int = 5, batch_size: int = 256, accelerator: str = "cpu"
+) -> dict[str, float]:
+    """Training images/s: a naive fp32 loop (contiguous NCHW, the anchor), the same loop on the
+    default fast path (``trainer.precision=auto``, ``trainer.channels_last=auto``), and the real
+    Lightning path on the fast path; data assembly's share of a step; the per-epoch evaluation
+    cost relative to a paper-scale epoch (737,280 dSprites images). ``accelerator="gpu"`` runs
+    all of it on the first CUDA device (data, templates and model there, as ``trainer=gpu``).
+
+    ``plain_img_per_s`` and ``fast_img_per_s`` are one measurement under two names: the plain
+    loop on the path Lightning trains with, so Lightning / plain compares like with like.
+    """
+    from vaesae.data.datamodule import GroundTruthDataModule
+    from vaesae.evaluation import EvalSettings, collect_codes, evaluate_codes
+    from vaesae.precision import resolve_channels_last, resolve_precision
+
+    dm = GroundTruthDataModule(
+        "dsprites",
+        "procedural",
+        batch_size=batch_size,
+        epoch_size=batch_size * steps,
+        eval_size=EVAL_SIZE,
+    )
+    dm.setup()
+    device = "cuda" if accelerator == "gpu" else "cpu"
+    precision = resolve_precision("auto", accelerator)
+    channels_last = resolve_channels_last("auto", accelerator)
+    figures: dict[str, float] = {"fast_path_bf16": float(precision == "bf16-mixed")}
+    figures["fast_path_channels_last"] = float(channels_last)
+
+    figures["naive_fp32_img_per_s"], _ = plain_loop_img_per_s(
+        dm, steps, warmup, "32-true", False, device
+    )
+    fast, data_fraction = plain_loop_img_per_s(dm, steps, warmup, precision, channels_last, device)
+    figures["fast_img_per_s"] = figures["plain_img_per_s"] = fast
+    figures["data_fraction_of_step"] = data_fraction
+
+    # Lightning: the same steps through Trainer.fit with the schedule callback of real runs.
+    figures["train_img_per_s"], module = lightning_img_per_s(
+        dm, steps, warmup, precision, channels_last, accelerator
+    )
     figures["lightning_vs_plain"] = figures["train_img_per_s"] / figures["plain_img_per_s"]
     figures["train_vs_naive_fp32"] = figures["train_img_per_s"] / figures["naive_fp32_img_per_s"]
 
     # One evaluation of the fixed 10,000-sample set (forward + every per-epoch metric).
     def evaluate() -> None:
-        mu, codes, f, _, _ = collect_codes(module, dm.eval_batches())
+        mu, codes, f, _, _ = collect_codes(module, dm.eval_batches(module.device))
         evaluate_codes(mu, codes, f, dm.dataset.factor_names, EvalSettings(), None, None)
+        _sync(module.device)
 
     figures["eval_epoch_s"] = median_time(evaluate, 3)
     paper_epoch_s = len(dm.dataset) / figures["train_img_per_s"]
@@ -364,17 +396,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--threads", type=int, help="torch intra-op threads (default: torch's own choice)"
     )
+    parser.add_argument(
+        "--accelerator",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="where the training section runs (gpu: the first CUDA device, as trainer=gpu)",
+    )
     args = parser.parse_args(argv)
+    if args.accelerator == "gpu" and not torch.cuda.is_available():
+        parser.error("--accelerator gpu needs a CUDA device; torch sees none")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}, "
         f"load average {os.getloadavg()[0]:.2f}"
+        + (f", GPU {torch.cuda.get_device_name()}" if args.accelerator == "gpu" else "")
     )
+    sections = dict(SECTIONS)
+    if args.accelerator == "gpu":
+        sections["training"] = functools.partial(training_section, accelerator="gpu")
     figures: dict[str, float] = {}
     for name in args.only or list(SECTIONS):
-        section = SECTIONS[name]()
+        section = sections[name]()
         print(format_section(name, section), flush=True)
         figures.update(section)
     if args.json is not None:

@@ -154,6 +154,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             stop_gradient=cfg.model.stop_gradient,
             normalize_decoder=cfg.model.normalize_decoder,
             input_norm=cfg.model.input_norm,
+            detach_sae_loss=cfg.model.detach_sae_loss,
             center=cfg.model.center,
             signed_trunk=cfg.model.signed_trunk,
             **arm_module_kw(cfg, schedule),

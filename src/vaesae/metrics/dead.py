@@ -4,8 +4,9 @@ A neuron *fires* on a sample when its activation is > 0. The rules:
 
 - ``never``: fires on no sample;
 - ``magnitude``: maximum activation over the samples <= ``value`` (e.g. 1e-3). The threshold is
-  absolute, so it is comparable across runs only when activations have a fixed scale (the SAE's
-  ``input_norm="batch"`` option); with the raw objective it is in the trunk's own units;
+  absolute, so it is comparable across runs only when activations have a fixed scale: the
+  configured SAE's normalised input (``input_norm="norm"``: units of the input's RMS norm)
+  gives them one; with the raw objective it is in the trunk's own units;
 - ``frequency``: fraction of samples on which it fires < ``value`` (e.g. 1e-3), only with
   N * ``value`` > 1 samples: at N <= 1/``value`` a single firing already reaches the threshold, so
   "fires less often than ``value``" is "never fires" and the rule would repeat ``never``;

@@ -34,7 +34,8 @@ class VAESAE(nn.Module):
     reconstruction h_hat, so the whole VAE is trained through the sparse bottleneck.
     ``site="latent"``: the VAE path is the plain VAE and the SAE (d_in = d_z) learns a dictionary
     of the posterior mean mu; with ``stop_gradient`` (meaningful only at this site) mu is detached
-    so the SAE losses do not shape the VAE.
+    so the SAE losses do not shape the VAE; ``detach_sae_loss`` does the same at either site while
+    keeping the forward path (:class:`SparseAutoencoder`, ``detach_loss``).
     ``k`` is the initial k of k-controlled rules (default: width, the schedule's usual start);
     penalty-controlled rules such as ``l1`` take their target from the schedule instead.
     ``rule_kw`` are further settings of the activation rule (e.g. JumpReLU's bandwidth);
@@ -54,6 +55,7 @@ class VAESAE(nn.Module):
         hidden_dim: int = 256,
         normalize_decoder: bool = False,
         input_norm: str = "none",
+        detach_sae_loss: bool = False,
         center: str = CENTERS[0],
         signed_trunk: bool = False,
         rule_kw: dict[str, object] | None = None,
@@ -75,6 +77,7 @@ class VAESAE(nn.Module):
             method=method,
             normalize_decoder=normalize_decoder,
             input_norm=input_norm,
+            detach_loss=detach_sae_loss,
             center=center,
             **activation_kw,
         )
