@@ -57,7 +57,9 @@ class SparseAutoencoder(nn.Module):
       at an error weight of 1 its SAE error stayed at 0.85-1.3, i.e. the SAE explained almost
       none of its input: the VAE's reconstruction term decided what x_hat carried. At weight 10
       (the configured default) the error fell to 0.25 (dSprites) and 0.70 (Shapes3D) at demo
-      size, 0.09 at 245,760 images.
+      size, 0.09 at 245,760 images. The normalised input delays the exit from that state even
+      at weight 0 (README "Scale": epoch 6 or never, against 4-5 for the raw input), and r must
+      stay differentiable: cut from the gradient, the SAE terms shrank ||h|| to 0 in an epoch.
     - ``normalize_decoder``: the owner calls :meth:`normalize_decoder_` after each optimizer step
       (SAELens' and Anthropic's convention), so codes cannot shrink while W_d grows.
     - ``detach_loss``: the SAE's own losses (its error, its penalty, AuxK) are computed on a
