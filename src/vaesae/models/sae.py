@@ -200,8 +200,9 @@ class SparseAutoencoder(nn.Module):
 
     def forward(self, h: Tensor) -> SAEOutput:
         """Codes, normalised input x = (h - c) / r, its reconstruction, r, the pre-activations
-        and the reconstruction of h, ``x_hat * r + c``. Under ``detach_loss`` the first five
-        are those of sg(x) (the SAE's losses read them) and only ``recon`` carries x's gradient."""
+        and the reconstruction of h, ``x_hat * r + c``. Under ``detach_loss`` codes, x, x_hat
+        and pre are those of sg(x) (the SAE's losses read them) and only ``recon`` carries x's
+        gradient."""
         c = self.input_center(h)
         if c is not None:
             h = h - c
@@ -214,7 +215,7 @@ class SparseAutoencoder(nn.Module):
         s = self.activation(pre)
         x_hat = self.decode(s)
         path = x_hat
-        if self.detach_loss:
+        if self.detach_loss and torch.is_grad_enabled():
             # The path's gradient reaches h only through the units that fired (see the class
             # docstring); the difference term is zero in value.
             live = self.pre_activations(live_x) - pre
