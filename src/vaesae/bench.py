@@ -228,14 +228,15 @@ def _sync(device: torch.device) -> None:
 
 
 def plain_loop_img_per_s(
-    dm, steps: int, warmup: int, precision: str, channels_last: bool, device: str = "cpu"
+    dm, steps: int, warmup: int, precision: str, channels_last: bool, accelerator: str = "cpu"
 ) -> tuple[float, float]:
     """A hand-written training loop (sample, gather, forward, loss, backward, step) on a given
-    path and device: images/s over the timed steps, and data assembly's share of their time
-    (on a GPU the share of host time spent queuing it, since nothing waits in between)."""
+    path and accelerator (``"gpu"``: the first CUDA device): images/s over the timed steps, and
+    data assembly's share of their time (on a GPU the share of host time spent queuing it, since
+    nothing waits in between)."""
     from vaesae.models import vae_sae_loss
 
-    dev = torch.device(device)
+    dev = torch.device("cuda" if accelerator == "gpu" else "cpu")
     module = _bench_module(channels_last).to(dev)
     module.setup("fit")
     model, opt = module.model, torch.optim.Adam(module.parameters(), lr=1e-3)
@@ -321,16 +322,17 @@ def training_section(
         eval_size=EVAL_SIZE,
     )
     dm.setup()
-    device = "cuda" if accelerator == "gpu" else "cpu"
     precision = resolve_precision("auto", accelerator)
     channels_last = resolve_channels_last("auto", accelerator)
     figures: dict[str, float] = {"fast_path_bf16": float(precision == "bf16-mixed")}
     figures["fast_path_channels_last"] = float(channels_last)
 
     figures["naive_fp32_img_per_s"], _ = plain_loop_img_per_s(
-        dm, steps, warmup, "32-true", False, device
+        dm, steps, warmup, "32-true", False, accelerator
     )
-    fast, data_fraction = plain_loop_img_per_s(dm, steps, warmup, precision, channels_last, device)
+    fast, data_fraction = plain_loop_img_per_s(
+        dm, steps, warmup, precision, channels_last, accelerator
+    )
     figures["fast_img_per_s"] = figures["plain_img_per_s"] = fast
     figures["data_fraction_of_step"] = data_fraction
 
