@@ -343,8 +343,9 @@ def _rescaled_terms(input_norm: str, normalize_decoder: bool, alpha: float, c: f
     """Loss terms of one batch before and after the trunk's features are scaled by c (its last
     linear layer, before the ReLU) and the latent head's weights by 1/c."""
     torch.manual_seed(0)
-    model = VAESAE(1, width=40, method="l1", input_norm=input_norm,
-                   normalize_decoder=normalize_decoder)
+    model = VAESAE(
+        1, width=40, method="l1", input_norm=input_norm, normalize_decoder=normalize_decoder
+    )
     x = torch.rand(16, 1, 64, 64)
 
     def terms() -> dict:

@@ -130,8 +130,9 @@ def test_global_quality_is_tested_under_every_logged_metric(tmp_path):
             "sap/latent": (0.2, 0.4 + jitter),
             "dci/disentanglement/latent": (0.5, 0.51 + jitter),
         }
-        write_run(tmp_path, "dsprites", "topk", seed, 0.4, mig_ref=0.21 + jitter,
-                  global_scores=scores)
+        write_run(
+            tmp_path, "dsprites", "topk", seed, 0.4, mig_ref=0.21 + jitter, global_scores=scores
+        )
     claims = evaluate_claims(load_sweep(tmp_path).conditions(), ["never"])
     verdicts = {c.claim: c.verdict for c in claims if "stable" in c.claim}
     assert verdicts == {

@@ -58,9 +58,7 @@ def _std(ys: np.ndarray) -> np.ndarray:
         return np.nanstd(ys, axis=0, ddof=1)
 
 
-def _band(
-    ax: Axes, x: np.ndarray, ys: np.ndarray, label: str, top: float = 100.0, **style
-) -> None:
+def _band(ax: Axes, x: np.ndarray, ys: np.ndarray, label: str, top: float = 100.0, **style) -> None:
     """Mean line with a ±1 std band over seeds (no band for a single seed), the band cut to the
     quantity's range [0, top] (a rate of 3 % ± 5 does not go below 0)."""
     with np.errstate(invalid="ignore"):
