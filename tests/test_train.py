@@ -189,8 +189,11 @@ def test_bad_settings_fail_before_training(tmp_path, overrides, message):
     assert not (tmp_path / "metrics.csv").exists()
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+def run_cli(*args: str, cwd: Path, silent: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env.pop("WANDB_SILENT", None)
+    if silent:
+        env["WANDB_SILENT"] = "true"
     return subprocess.run(
         [sys.executable, "-m", "vaesae.train", *args],
         cwd=cwd,
@@ -199,6 +202,18 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
     )
+
+
+def test_a_run_with_offline_wandb_prints_no_library_warnings(tmp_path):
+    # what `make demo` shows: W&B's own console output is on, Python warnings at their default
+    env_warnings = os.environ.get("PYTHONWARNINGS")
+    assert not env_warnings, f"PYTHONWARNINGS={env_warnings} would change what this test sees"
+    out = run_cli(*FAST, *ONE_EPOCH, "method=l1", "logger=wandb", cwd=tmp_path, silent=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    assert "wandb: Run data is saved locally" in text  # W&B did print to the console
+    noisy = [line for line in text.splitlines() if "WARNING" in line or "Warning:" in line]
+    assert noisy == []
 
 
 def test_unknown_group_option_lists_the_valid_ones(tmp_path):

@@ -79,17 +79,21 @@ def _loggers(cfg: DictConfig, run_dir: Path, group: str) -> list:
         return []
     from lightning.pytorch.loggers import WandbLogger
 
-    return [
-        WandbLogger(
-            project=cfg.logger.project,
-            entity=cfg.logger.entity,
-            name=cfg.run_name,
-            group=group,
-            save_dir=str(run_dir),
-            mode=cfg.logger.mode,
-            config=OmegaConf.to_container(cfg, resolve=True),
-        )
-    ]
+    logger = WandbLogger(
+        project=cfg.logger.project,
+        entity=cfg.logger.entity,
+        name=cfg.run_name,
+        group=group,
+        save_dir=str(run_dir),
+        mode=cfg.logger.mode,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    # Lightning 2.6 always hands wandb.init `anonymous=None`; wandb 0.31 counts any value as
+    # set and prints a deprecation warning for a setting this project never uses, once per run.
+    init_kwargs = getattr(logger, "_wandb_init", None)
+    if isinstance(init_kwargs, dict) and init_kwargs.get("anonymous", False) is None:
+        del init_kwargs["anonymous"]
+    return [logger]
 
 
 def run_meta(cfg: DictConfig) -> dict[str, Any]:
