@@ -4,6 +4,8 @@ asserted: speed is measured by `make bench`, not by tests)."""
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 
 import pytest
 import torch
@@ -11,11 +13,17 @@ import torch
 from vaesae import bench
 
 
-def test_training_section_writes_the_contract_keys(tmp_path, monkeypatch):
+def test_training_section_writes_the_contract_keys(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(bench, "EVAL_SIZE", 500)
     out = tmp_path / "bench.json"
     monkeypatch.setattr(bench, "SECTIONS", {"training": lambda: bench.training_section(6, 2, 16)})
-    bench.main(["--only", "training", "--json", str(out), "--threads", "1"])
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bench.main(["--only", "training", "--json", str(out), "--threads", "1"])
+    # quiet like a training run: no pytree deprecation, no Lightning product tip
+    assert not [w for w in caught if "LeafSpec" in str(w.message)]
+    assert not [r for r in caplog.records if "litlogger" in r.getMessage()]
     figures = json.loads(out.read_text())
     for key in ("naive_fp32_img_per_s", "fast_img_per_s", "train_img_per_s", "plain_img_per_s"):
         assert figures[key] > 0, key

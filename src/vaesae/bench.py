@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaesae.console import quiet_lightning_notes, silence_lightning_pytree_warning
 from vaesae.metrics import FiringStats, dci, dead_mask, mig, modularity, sap
 from vaesae.metrics.reference import (
     reference_dci,
@@ -405,6 +406,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         help="where the training section runs (gpu: the first CUDA device, as trainer=gpu)",
     )
     args = parser.parse_args(argv)
+    silence_lightning_pytree_warning()
+    quiet_lightning_notes()
     if args.accelerator == "gpu" and not torch.cuda.is_available():
         parser.error("--accelerator gpu needs a CUDA device; torch sees none")
     if args.threads is not None:

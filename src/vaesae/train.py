@@ -12,7 +12,6 @@ import logging
 import shutil
 import sys
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from vaesae.config import (
     steps_per_epoch,
     validate_config,
 )
+from vaesae.console import quiet_lightning_notes, silence_lightning_pytree_warning
 from vaesae.data.datamodule import GroundTruthDataModule
 from vaesae.evaluation import EvalSettings, EvaluationCallback
 from vaesae.module import VAESAEModule
@@ -48,13 +48,7 @@ __all__ = ["train", "main", "CONF_DIR", "SweepFailures"]
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 log = logging.getLogger("vaesae")
 
-# Lightning 2.x calls a torch pytree API that torch 2.13 deprecates; the call is Lightning's and
-# harmless, so this one message is silenced (and nothing else).
-warnings.filterwarnings(
-    "ignore",
-    message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    category=FutureWarning,
-)
+silence_lightning_pytree_warning()
 
 
 def _eval_settings(cfg: DictConfig) -> EvalSettings:
@@ -237,9 +231,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> None:
-    # Lightning's start-up notes (accelerator, a product tip, "max_epochs reached") add nothing to
-    # a run's own log lines; its warnings and errors still show.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    quiet_lightning_notes()  # they add nothing to a run's own log lines
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
