@@ -12,7 +12,14 @@ from omegaconf import DictConfig, OmegaConf
 from vaesae.arms import REMEDIES, REMEDY_PHASES, arm_methods
 from vaesae.data import DATASETS, FACTOR_SPACES, SOURCES
 from vaesae.metrics import min_samples_for_frequency
-from vaesae.models import ACTIVATIONS, CENTERS, INPUT_NORMS, SAE_SITES, activation_class
+from vaesae.models import (
+    ACTIVATIONS,
+    CENTERS,
+    INIT_SCHEMES,
+    INPUT_NORMS,
+    SAE_SITES,
+    activation_class,
+)
 from vaesae.pictures.compute import EPOCH_NAMES, VIEWS
 from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.sparsity import GRANULARITIES, KSchedule, validate_schedule
@@ -84,6 +91,7 @@ def validate_config(cfg: DictConfig) -> None:
     _choice("model.site", cfg.model.site, SAE_SITES)
     _choice("model.input_norm", cfg.model.input_norm, INPUT_NORMS)
     _choice("model.center", cfg.model.center, CENTERS)
+    _choice("model.init", cfg.model.init, INIT_SCHEMES)
     _choice("schedule.granularity", cfg.schedule.granularity, GRANULARITIES)
     _choice("threshold.kind", cfg.threshold.kind, THRESHOLD_KINDS)
     _choice("logger", cfg.logger.name, LOGGERS)

@@ -19,14 +19,19 @@ from torch import Tensor
 from vaesae.metrics import (
     FiringStats,
     FiringSummary,
+    ReconLevels,
+    ReconStats,
     dci,
     dead_transitions,
+    gap_closed,
     mig,
     min_samples_for_frequency,
     modularity_from_mi,
     neuron_semantics,
+    recon_levels,
     sap,
 )
+from vaesae.models import bernoulli_recon
 
 __all__ = [
     "EvalSettings",
@@ -224,14 +229,18 @@ def _dci_scores(z: Tensor, factors: Tensor, samples: int, view: str) -> dict[str
 
 @torch.no_grad()
 def collect_codes(
-    module: pl.LightningModule, batches, firing: FiringStats | None = None
+    module: pl.LightningModule,
+    batches,
+    firing: FiringStats | None = None,
+    quality: ReconStats | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the model in eval mode, in fp32, over (images, factors) batches.
 
     Returns mu [N, d_z], codes [N, M], factors [N, K] (all float32/long on the model's device)
     and the first batch's inputs and reconstructions (sigmoid of the logits) for a figure.
-    ``firing``, when given, is updated with every batch's codes. Autocast is switched off, so
-    the metrics see fp32 codes whatever precision training runs in.
+    ``firing``, when given, is updated with every batch's codes, and ``quality`` with every
+    batch's reconstruction (decoded from mu) and SAE error. Autocast is switched off, so the
+    metrics see fp32 codes whatever precision training runs in.
     """
     was_training = module.training
     module.eval()
@@ -246,6 +255,9 @@ def collect_codes(
             codes.append(out.codes.float())
             if firing is not None:
                 firing.update(codes[-1])
+            if quality is not None:
+                per_image = bernoulli_recon(out.logits.float(), x, reduction="none")
+                quality.update(per_image, out.h.float(), out.h_hat.float())
             factors.append(f)
             if first is None:
                 first = (x, torch.sigmoid(out.logits.float()))
@@ -262,6 +274,12 @@ class EvaluationCallback(pl.Callback):
     primary rule's dead mask at the end of `reference_epoch` (the epoch at whose end k has
     reached k_end) is kept as the reference for revived / newly-dead counts in later epochs, and
     saved in checkpoints.
+
+    Training progress (:mod:`vaesae.metrics.progress`): ``eval/recon`` (nats per image, decoded
+    from mu), ``eval/fvu``, ``eval/sae_energy_fraction``, and the share of the no-information gap
+    closed by the evaluation reconstruction (``eval/gap_closed``) and by the epoch's mean
+    training reconstruction (``train/gap_closed``). ``levels``, the gap's two ends, are computed
+    once from the evaluation set's images.
     """
 
     def __init__(
@@ -273,12 +291,18 @@ class EvaluationCallback(pl.Callback):
         self.reference_dead: Tensor | None = None
         self.last: EvalResult | None = None
         self.samples: tuple[Tensor, Tensor] | None = None
+        self.levels: ReconLevels | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule
+        if self.levels is None:
+            self.levels = recon_levels(
+                pl_module.to_input(images) for images, _ in dm.eval_batches(pl_module.device)
+            )
         firing = FiringStats(pl_module.model.sae.width).to(pl_module.device)
+        quality = ReconStats()
         mu, codes, factors, x, recon = collect_codes(
-            pl_module, dm.eval_batches(pl_module.device), firing
+            pl_module, dm.eval_batches(pl_module.device), firing, quality
         )
         window_dead = pl_module.window.dead_mask(self.settings.window)
         result = evaluate_codes(
@@ -291,6 +315,12 @@ class EvaluationCallback(pl.Callback):
             self.reference_dead,
             firing.compute(),
             with_dci=trainer.current_epoch in self.dci_epochs,
+        )
+        result.scalars.update(quality.compute())
+        result.scalars["eval/gap_closed"] = gap_closed(result.scalars["eval/recon"], self.levels)
+        train_recon = trainer.callback_metrics.get("train/recon")
+        result.scalars["train/gap_closed"] = (
+            math.nan if train_recon is None else gap_closed(float(train_recon), self.levels)
         )
         if trainer.current_epoch == self.reference_epoch:
             self.reference_dead = result.dead[self.settings.primary_name].cpu()

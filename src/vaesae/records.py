@@ -35,6 +35,9 @@ SUMMARY_KEYS = (
     "mig/sae",
     "semantics/mean_alignment",
     "neurons/revived",
+    "eval/recon",
+    "eval/gap_closed",
+    "eval/fvu",
 )
 
 
@@ -85,6 +88,9 @@ class RunRecorder(pl.Callback):
 
     def write_summary(self, status: str, **extra: Any) -> None:
         final = self.rows[-1] if self.rows else {}
+        levels = self.evaluation.levels if self.evaluation is not None else None
+        if levels is not None:
+            extra = {"recon_levels": levels.to_dict(), **extra}
         summary = {
             **self.meta,
             "status": status,

@@ -19,6 +19,14 @@ from vaesae.metrics.dead import (
 )
 from vaesae.metrics.modularity import ModularityResult, modularity, modularity_from_mi
 from vaesae.metrics.mutual_info import MIGResult, histogram_discretize, mig, mutual_information
+from vaesae.metrics.progress import (
+    ReconLevels,
+    ReconStats,
+    binary_entropy,
+    fvu,
+    gap_closed,
+    recon_levels,
+)
 from vaesae.metrics.sap import SAPResult, sap
 from vaesae.metrics.semantics import NeuronSemantics, firing_discretize, neuron_semantics
 from vaesae.metrics.streaming import FiringStats
@@ -32,13 +40,18 @@ __all__ = [
     "MIGResult",
     "ModularityResult",
     "NeuronSemantics",
+    "ReconLevels",
+    "ReconStats",
     "SAPResult",
     "SamplesSinceFired",
+    "binary_entropy",
     "dci",
     "dci_from_importance",
     "dead_mask",
     "dead_transitions",
     "firing_discretize",
+    "fvu",
+    "gap_closed",
     "histogram_discretize",
     "mig",
     "min_samples_for_frequency",
@@ -46,5 +59,6 @@ __all__ = [
     "modularity_from_mi",
     "mutual_information",
     "neuron_semantics",
+    "recon_levels",
     "sap",
 ]

@@ -14,6 +14,7 @@ from vaesae.models.activations import (
 )
 from vaesae.models.batchtopk import BatchTopK
 from vaesae.models.hybrid import SAE_SITES, VAESAE, VAESAEOutput
+from vaesae.models.init import INIT_SCHEMES
 from vaesae.models.jumprelu import JumpReLU
 from vaesae.models.losses import (
     LOSS_TERMS,
@@ -30,6 +31,7 @@ from vaesae.models.vae import ConvDecoder, ConvEncoder, GaussianHead, reparamete
 __all__ = [
     "ACTIVATIONS",
     "CENTERS",
+    "INIT_SCHEMES",
     "INPUT_NORMS",
     "LOSS_TERMS",
     "SAE_SITES",

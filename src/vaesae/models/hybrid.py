@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from vaesae.models.activations import activation_class
+from vaesae.models.init import INIT_SCHEMES, he_init_, set_output_bias_
 from vaesae.models.sae import CENTERS, SparseAutoencoder
 from vaesae.models.vae import ConvDecoder, ConvEncoder, GaussianHead, reparameterize
 
@@ -59,10 +61,14 @@ class VAESAE(nn.Module):
         center: str = CENTERS[0],
         signed_trunk: bool = False,
         rule_kw: dict[str, object] | None = None,
+        init: str = "he",
+        logvar_bias: float = 0.0,
     ) -> None:
         super().__init__()
         if site not in SAE_SITES:
             raise ValueError(f"unknown sae.site={site!r}; valid: {', '.join(SAE_SITES)}")
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"unknown model.init={init!r}; valid: {', '.join(INIT_SCHEMES)}")
         activation_kw = dict(rule_kw or {})
         if activation_class(method).control == "k":
             activation_kw["k"] = k
@@ -81,6 +87,28 @@ class VAESAE(nn.Module):
             center=center,
             **activation_kw,
         )
+        if init == "he":
+            he_init_(self.encoder.net)
+            he_init_(nn.Sequential(self.latent_head.linear))
+            he_init_(self.decoder.net)
+        with torch.no_grad():
+            self.latent_head.linear.bias[d_z:].fill_(logvar_bias)
+
+    @torch.no_grad()
+    def init_from_data_(self, x: Tensor) -> None:
+        """Data-dependent start from images x (B, C, 64, 64) in [0, 1]: the decoder's output bias
+        at the logit of the mean intensity per channel and the SAE's b_pre at the mean of its
+        normalised input (:mod:`vaesae.models.init`). Touches no running statistic."""
+        set_output_bias_(self.decoder.net[-1], x)
+        was_training = self.training
+        self.eval()
+        try:
+            features = self.encoder(x)
+            if self.site == "latent":
+                features = self.latent_head(features)[0]
+            self.sae.init_b_pre_from_(features)
+        finally:
+            self.train(was_training)
 
     def forward(self, x: Tensor) -> VAESAEOutput:
         """x: images (B, C, 64, 64), float in [0, 1]."""

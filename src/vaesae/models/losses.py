@@ -14,13 +14,14 @@ if TYPE_CHECKING:  # the activation rules import these functions, and the model 
 LOSS_TERMS = ("loss", "recon", "kl", "sae_mse", "l1", "penalty", "l0")
 
 
-def bernoulli_recon(logits: Tensor, x: Tensor) -> Tensor:
-    """-log p(x | z) = sum_pixels BCE(sigmoid(logits), x), mean over batch; nats per image.
+def bernoulli_recon(logits: Tensor, x: Tensor, reduction: str = "mean") -> Tensor:
+    """-log p(x | z) = sum_pixels BCE(sigmoid(logits), x), nats per image: the batch mean, or
+    (B,) per image with ``reduction="none"``.
 
     x holds pixel intensities in [0, 1] (non-binary targets are the usual relaxation for RGB).
     """
-    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    return bce.flatten(1).sum(1).mean()
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    return bce if reduction == "none" else bce.mean()
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:

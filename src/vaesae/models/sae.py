@@ -174,6 +174,16 @@ class SparseAutoencoder(nn.Module):
         self.b_pre.copy_(torch.where(first, batch_mean, self.b_pre))
         self.input_mean.copy_(torch.where(first, batch_mean, self.input_mean))
 
+    @torch.no_grad()
+    def init_b_pre_from_(self, h: Tensor) -> None:
+        """b_pre <- mean_batch x of the normalised inputs x = (h - c) / r of raw features h
+        (B, d_in), with the batch's own c (its mean under ``"ema"``) and r; running statistics
+        are left untouched. With ``"ema"`` the centred mean is 0, so b_pre stays at 0."""
+        if self.center == "ema":
+            h = h - h.float().mean(0)
+        x = h.float() / self.batch_scale(h)
+        self.b_pre.copy_(x.mean(0).to(self.b_pre.dtype))
+
     def batch_scale(self, h: Tensor) -> Tensor:
         """The divisor r (0-d) that a training batch of (centred) inputs h (B, d_in) gets, without
         updating anything: sqrt(mean_{batch, features} h^2) under ``input_norm="batch"``,
