@@ -50,6 +50,7 @@ def write_run(
     factors_covered: float = 4.0,
     arm_config: dict | None = None,
     global_scores: dict[str, tuple[float, float]] | None = None,
+    gap_closed: float = 0.8,
 ) -> Path:
     """A run whose dead rate climbs 0 -> dead_ref at REFERENCE_EPOCH, then ends at dead_final,
     under every rule scaled by RULE_FACTORS (and `extra_rules`, name -> factor); MIG and
@@ -61,6 +62,7 @@ def write_run(
     `semantics/factors_covered` is `factors_covered` at every epoch. `arm`: recorded in
     summary.json and as config `arm.name` (with `arm_config`'s other keys), and in the run name
     (`<method>-<arm>-<dataset>-s<seed>-never`); None writes a run from before arms existed.
+    `eval/gap_closed` is 0 at epoch 0 and `gap_closed` from epoch 1 on (0.8: a trained run).
     `global_scores`: column -> (start, ref) values like MIG's; a `dci/` column is logged only at
     epoch 0 and REFERENCE_EPOCH (empty elsewhere), as DCI at its default epochs."""
     dead_final = dead_ref if dead_final is None else dead_final
@@ -96,6 +98,7 @@ def write_run(
             "semantics/frac_selective": 0.25,
             "semantics/factors_covered": factors_covered,
             "train/recon": recon,
+            "eval/gap_closed": gap_closed * min(epoch, 1),
         }
         for column, (start, ref) in (global_scores or {}).items():
             logged = not column.startswith("dci/") or epoch in (0, REFERENCE_EPOCH)

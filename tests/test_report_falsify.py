@@ -145,7 +145,7 @@ def test_runs_not_at_k_are_flagged_and_left_out(tmp_path):
     assert [r.seed for r in fixed.counted] == [0, 1, 2]
     assert fixed.dead_ci.estimate == pytest.approx(0.04)  # the 0.9 of the run off k is out
     assert fixed.verdict.verdict == FALSIFIES
-    assert fixed.verdict.checks[0].text == "3 of 4 runs at k (baseline 3)"
+    assert fixed.verdict.checks[0].text == "3 of 4 runs trained and at k (baseline 3)"
     jump = rows["jumprelu"].verdict
     assert jump.verdict == INCONCLUSIVE and not jump.checks[0].holds
     assert len(rows["no_squeeze"].counted) == 3  # never squeezed: L0 400 counts

@@ -1,5 +1,5 @@
 """python -m vaesae.report SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--rule NAME]
-[--low-dead F] [--quality-margin F]"""
+[--low-dead F] [--quality-margin F] [--min-gap-closed F]"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vaesae.report.document import write_report
 from vaesae.report.falsify import LOW_DEAD, QUALITY_MARGIN, Settings
-from vaesae.report.loading import RuleError, load_sweep
+from vaesae.report.loading import MIN_GAP_CLOSED, RuleError, load_sweep
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -45,11 +45,24 @@ def main(argv: list[str] | None = None) -> Path:
         help="falsification verdict: an arm's model is as good when the CI of its reconstruction "
         f"loss / the baseline's lies below 1 + F (default {QUALITY_MARGIN})",
     )
+    parser.add_argument(
+        "--min-gap-closed",
+        type=float,
+        default=MIN_GAP_CLOSED,
+        metavar="F",
+        help="the 'trained' guard: a run whose evaluation reconstruction has closed less than F "
+        "of the no-information gap at k_end is marked untrained and left out of every verdict "
+        f"(F < 1; default {MIN_GAP_CLOSED}; 0: only runs worse than the mean image)",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.low_dead < 1 or args.quality_margin < 0:
         parser.error("--low-dead must be in (0, 1) and --quality-margin >= 0")
+    if not args.min_gap_closed < 1:
+        parser.error(
+            f"--min-gap-closed must be < 1 (1 is a perfect model), got {args.min_gap_closed}"
+        )
     try:
-        sweep = load_sweep(*args.sweeps, rule=args.rule)
+        sweep = load_sweep(*args.sweeps, rule=args.rule, min_gap_closed=args.min_gap_closed)
     except (FileNotFoundError, RuleError) as err:
         parser.exit(2, f"error: {err}\n")
     settings = Settings(args.low_dead, args.quality_margin)

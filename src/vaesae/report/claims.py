@@ -35,6 +35,9 @@ own rule, or the one chosen with `--rule`. Rules:
   (`loading.survivor_alignment`); supported when the Student-t CI of the mean fall has its low end
   > 0, not supported when its high end < 0.
 Every rule answers "inconclusive" with fewer than 2 seeds (a CI or test needs n ≥ 2).
+Every rule reads the trained runs only (`loading.trained_groups`): a run whose model has not closed
+`min_gap_closed` of the no-information gap by k_end (`Run.untrained`) is left out of every claim,
+and n counts the runs that were read.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from vaesae.report.loading import (
     flatten_config,
     frequency_tau,
     run_survivor_alignment,
+    trained_groups,
     values,
 )
 from vaesae.report.paper import PAPER_DEAD_PCT, PAPER_RATIO
@@ -435,8 +439,24 @@ def _semantics_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
 
 
 def evaluate_claims(groups: dict[Condition, list[Run]], rules: list[str]) -> list[Claim]:
-    """Every claim that the sweep's conditions can test, in the report's order."""
+    """Every claim that the sweep's conditions can test on their trained runs, in the report's
+    order; a condition left with no trained run gets one inconclusive line that says so."""
+    trained = trained_groups(groups)
+    empty = [
+        Claim(
+            "every claim",
+            cond.label,
+            f"no trained run: all {len(groups[cond])} closed less than min_gap_closed of the "
+            "no-information gap by k_end",
+            "0",
+            INCONCLUSIVE,
+        )
+        for cond, runs in trained.items()
+        if not runs
+    ]
+    groups = {c: runs for c, runs in trained.items() if runs}
     return [
+        *empty,
         *_dead_claims(groups),
         *_method_claims(groups),
         *_ratio_claims(groups),

@@ -32,6 +32,7 @@ from vaesae.report.figures import write_arm_figures, write_figures
 from vaesae.report.loading import (
     L0_TOLERANCE,
     NOT_AT_K_MARK,
+    UNTRAINED_MARK,
     Condition,
     Run,
     Sweep,
@@ -42,6 +43,7 @@ from vaesae.report.paper import PAPER_PROTOCOL
 from vaesae.report.stats import CONFIDENCE
 from vaesae.report.tables import (
     NOT_AT_K_NOTE,
+    UNTRAINED_NOTE,
     condition_label,
     main_table,
     markdown_table,
@@ -91,6 +93,17 @@ METHODS_TEXT = f"""\
   training-batch `sparsity/l0`); a run that does not log it is not checked. Such a run stays in
   every mean and is marked {NOT_AT_K_MARK} wherever it is counted, but is left out of the L1 vs
   Top-k test (the methods would be compared at different sparsities).
+- Untrained ({UNTRAINED_MARK}): a run whose evaluation reconstruction at the reference epoch has
+  closed less than min_gap_closed = {{min_gap_closed:g}} of the no-information gap
+  (`--min-gap-closed`):
+  gap closed = (B_mean − recon) / (B_mean − B_floor), with recon the evaluation set's Bernoulli
+  reconstruction decoded from the posterior mean (nats/image), B_mean = Σ_p H(mean pixel p) the
+  cost of the data's mean image (what a decoder that ignores its input achieves) and B_floor =
+  mean_i Σ_p H(x_ip) that of the targets themselves (0 for binary dSprites), both from the
+  evaluation set. Such a model still sits near the mean-image reconstruction and its dead rates
+  describe units of a model that has not learnt: it stays in every mean, marked {UNTRAINED_MARK},
+  and is left out of every verdict (n counts the runs read); a run that does not log
+  `eval/gap_closed` is not checked.
 - mean ± std: mean and sample standard deviation (n − 1) over seeds; n = number of complete runs.
 - CIs: {100 * CONFIDENCE:g} % intervals over seeds that treat the per-seed values as normal
   (exact at any n ≥ 2; none below 2 seeds); t(df) is the {(1 + CONFIDENCE) / 2:g} quantile of
@@ -172,8 +185,10 @@ def _protocol(runs: list[Run]) -> str:
 
 
 def _footnoted(text: str) -> str:
-    """A section with the not-at-k footnote when one of its rows is marked."""
-    return text + f"\n\n{NOT_AT_K_NOTE}" if f" {NOT_AT_K_MARK} |" in text else text
+    """A section with the not-at-k and untrained footnotes when one of its rows is marked."""
+    if f" {NOT_AT_K_MARK} |" in text or f" {NOT_AT_K_MARK} {UNTRAINED_MARK} |" in text:
+        text += f"\n\n{NOT_AT_K_NOTE}"
+    return text + f"\n\n{UNTRAINED_NOTE}" if f" {UNTRAINED_MARK} |" in text else text
 
 
 def _mark_rows(table: str, groups: dict[Condition, list[Run]]) -> str:
@@ -213,6 +228,34 @@ def _not_at_k(runs: list[Run]) -> str:
     return text
 
 
+def _untrained(runs: list[Run], threshold: float) -> str:
+    flagged = [
+        [
+            r.name,
+            r.condition.label,
+            f"{r.gap_closed_at_k_end:.2f}",
+            f"{r.value('eval/recon', r.reference_epoch):.1f}",
+        ]
+        for r in runs
+        if r.untrained
+    ]
+    text = ""
+    if flagged:
+        text += (
+            f"\n\nUntrained ({UNTRAINED_MARK}: the evaluation reconstruction had closed less than "
+            f"min_gap_closed = {threshold:g} of the no-information gap at k_end; kept in the "
+            "means, left out of every verdict):\n\n"
+        )
+        headers = ["run", "condition", "gap closed at k_end", "eval recon at k_end (nats/image)"]
+        text += markdown_table(headers, flagged)
+    unchecked = [r.name for r in runs if math.isnan(r.gap_closed_at_k_end)]
+    if unchecked:
+        text += (
+            f"\n\nNot checked for training (no `eval/gap_closed` logged): {', '.join(unchecked)}."
+        )
+    return text
+
+
 def _runs_section(sweep: Sweep, groups: dict[Condition, list[Run]]) -> str:
     found = [
         [condition_label(c, runs), len(runs), ", ".join(str(r.seed) for r in runs)]
@@ -220,6 +263,7 @@ def _runs_section(sweep: Sweep, groups: dict[Condition, list[Run]]) -> str:
     ]
     text = markdown_table(["condition", "n", "seeds"], found)
     text += _not_at_k(sweep.included)
+    text += _untrained(sweep.included, sweep.min_gap_closed)
     excluded = [[r.name, r.status, r.problem or "", f"`{r.path}`"] for r in sweep.excluded]
     if excluded:
         text += "\n\nExcluded from every statistic:\n\n"
@@ -327,7 +371,9 @@ def report_markdown(
     ]
     if rows:
         sections.append("## 7. Is the collapse intrinsic?\n\n" + section(rows))
-    methods = METHODS_TEXT.format(width=width, primary=primary_text)
+    methods = METHODS_TEXT.format(
+        width=width, primary=primary_text, min_gap_closed=sweep.min_gap_closed
+    )
     sections += [
         "## What surviving units respond to\n\n" + neuron_section(groups, out_dir),
         "## Figures\n\n" + links,

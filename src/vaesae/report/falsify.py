@@ -8,9 +8,10 @@ arms are controls and get no verdict: `baseline` (the paper's setup, the compari
 criterion) and `no_squeeze` (no sparsity pressure, the same epochs: the reference that attributes
 dead units to the squeeze).
 
-Counted runs: a run of an arm counts when its `eval/l0` at the reference epoch is logged and within
-`L0_TOLERANCE` · k_end of k_end (criterion a); the others are listed and left out of every figure
-of this section. `no_squeeze` is never squeezed, so all of its runs count.
+Counted runs: a run of an arm counts when it has trained (`Run.untrained` is False) and its
+`eval/l0` at the reference epoch is logged and within `L0_TOLERANCE` · k_end of k_end (criterion
+a); the others are listed and left out of every figure of this section. `no_squeeze` is never
+squeezed, so its trained runs count.
 
 Attribution = dead(arm, k_end) − dead(no_squeeze, same epoch), the no_squeeze run read at the arm
 run's reference epoch number (not at its own): a paired-t interval over seeds when every counted
@@ -43,6 +44,7 @@ from vaesae.report.loading import (
     L0_TOLERANCE,
     NO_SQUEEZE,
     NOT_AT_K_MARK,
+    UNTRAINED_MARK,
     Condition,
     Run,
     values,
@@ -174,8 +176,10 @@ def _at_k(run: Run) -> bool:
 
 
 def counted(runs: list[Run], arm: str) -> list[Run]:
-    """The runs that count: every no_squeeze run (never squeezed), else the runs at k."""
-    return list(runs) if arm == NO_SQUEEZE else [r for r in runs if _at_k(r)]
+    """The runs that count: the trained ones, and of those outside no_squeeze (never squeezed)
+    only the runs at k."""
+    trained = [r for r in runs if not r.untrained]
+    return trained if arm == NO_SQUEEZE else [r for r in trained if _at_k(r)]
 
 
 def _dead_at(run: Run, epoch: int) -> float:
@@ -257,7 +261,7 @@ def judge(arm: list[Run], baseline: list[Run], n_runs: int, settings: Settings) 
     at_k = Check(
         enough,
         False,
-        f"{len(arm)} of {n_runs} runs at k (baseline {len(baseline)})",
+        f"{len(arm)} of {n_runs} runs trained and at k (baseline {len(baseline)})",
     )
 
     def ci(runs: list[Run], column: str) -> Interval:
@@ -294,7 +298,7 @@ def arm_rows(groups: dict[Condition, list[Run]], settings: Settings) -> list[Arm
     rows = []
     for cond, runs in groups.items():
         base = counted(groups.get(cond._replace(arm=BASELINE), []), BASELINE)
-        control = groups.get(cond._replace(arm=NO_SQUEEZE), [])
+        control = counted(groups.get(cond._replace(arm=NO_SQUEEZE), []), NO_SQUEEZE)
         mine = counted(runs, cond.arm)
         verdict = None if cond.arm in CONTROLS else judge(mine, base, len(runs), settings)
         rows.append(ArmRow(cond, runs, mine, base, control, verdict))
@@ -402,6 +406,7 @@ def _table(rows: list[ArmRow]) -> str:
     for row in rows:
         runs, mine = row.runs, row.counted
         flag = f" {NOT_AT_K_MARK}" if any(r.not_at_k for r in runs) else ""
+        flag += f" {UNTRAINED_MARK}" if any(r.untrained for r in runs) else ""
         d_dead, d_recon = _vs_baseline(row)
         lines.append(
             [
@@ -458,9 +463,11 @@ def _verdict_table(rows: list[ArmRow]) -> str:
 
 
 def _left_out(rows: list[ArmRow]) -> str:
-    """The runs not counted, with their L0."""
+    """The runs not counted, with their L0 and the share of the gap they closed."""
     out = [
-        f"{r.name} (L0 {fmt_mean_std([r.l0_at_k_end])} at k_end {r.k_end:g})"
+        f"{r.name} (L0 {fmt_mean_std([r.l0_at_k_end])} at k_end {r.k_end:g}"
+        + (f"; {UNTRAINED_MARK} gap closed {r.gap_closed_at_k_end:.2f}" if r.untrained else "")
+        + ")"
         for row in rows
         for r in row.runs
         if all(r is not c for c in row.counted)
@@ -469,7 +476,8 @@ def _left_out(rows: list[ArmRow]) -> str:
         return ""
     return (
         f"\n\nLeft out, not at k (`eval/l0` at k_end missing or more than "
-        f"{100 * L0_TOLERANCE:g} % off k_end): " + ", ".join(out) + "."
+        f"{100 * L0_TOLERANCE:g} % off k_end) or untrained ({UNTRAINED_MARK}: less than "
+        f"`min_gap_closed` of the no-information gap closed at k_end): " + ", ".join(out) + "."
     )
 
 
@@ -481,7 +489,8 @@ def section(rows: list[ArmRow]) -> str:
         text += "\n\n" + "\n".join(recover)
     text += (
         "\n\nPer arm, over the counted seeds (mean ± std; L0 over every run, "
-        f"{NOT_AT_K_MARK} when one is not at k). Attribution reads no_squeeze at the arm's own "
+        f"{NOT_AT_K_MARK} when one is not at k, {UNTRAINED_MARK} when one is untrained). "
+        "Attribution reads no_squeeze at the arm's own "
         "reference epoch (the epoch named), not at no_squeeze's:\n\n" + _table(rows)
     )
     return text + _left_out(rows)
@@ -497,9 +506,9 @@ def methods_text(settings: Settings) -> str:
   architecture or a non-adaptive sparsity rule). Each arm (`arm.name`; runs without one are
   `baseline`) is compared with the baseline of the same dataset × method; `baseline` and
   `no_squeeze` are controls without a verdict. The paper's claims above are tested on the
-  baseline arm only. Counted runs: `eval/l0` at the reference epoch logged and within
-  {100 * L0_TOLERANCE:g} % of k_end (every no_squeeze run counts); the others are listed and left
-  out of the section's statistics and figures.
+  baseline arm only. Counted runs: trained (gap closed at k_end ≥ `min_gap_closed`) and, except
+  in no_squeeze, `eval/l0` at the reference epoch logged and within {100 * L0_TOLERANCE:g} % of
+  k_end; the others are listed and left out of the section's statistics and figures.
   - attribution = dead(arm, k_end) − dead(no_squeeze, same epoch), the no_squeeze run read at the
     arm run's own reference epoch number: paired t over seeds when every arm seed has a
     no_squeeze run of that seed, else Welch, d ± t(df) · √(s_a²/n_a + s_b²/n_b) with

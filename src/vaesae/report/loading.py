@@ -11,6 +11,12 @@ A complete run is *not at k* when its `eval/l0` (the mean number of active codes
 evaluation set, measured at the end of the reference epoch) is more than `L0_TOLERANCE` · k_end
 away from k_end: it stays in the statistics, flagged, but out of the Top-k vs L1 comparison.
 
+A complete run is *untrained* when the share of the no-information gap that its evaluation
+reconstruction has closed at the reference epoch (`eval/gap_closed`, `vaesae.metrics.progress`) is
+below `min_gap_closed` (`MIN_GAP_CLOSED` unless `load_sweep` is told otherwise): its model still
+sits near the mean-image reconstruction, so its dead rates describe a model that has not learnt.
+It stays in the tables, flagged, and out of every verdict (`trained_groups`).
+
 `load_sweep(..., rule=NAME)` reads `dead/NAME` wherever the report asks for `dead/primary` (each
 run's own rule by default), so one sweep gives the report under every logged rule.
 
@@ -38,6 +44,9 @@ from vaesae.records import read_metrics_csv
 __all__ = [
     "L0_TOLERANCE",
     "NOT_AT_K_MARK",
+    "MIN_GAP_CLOSED",
+    "UNTRAINED_MARK",
+    "trained_groups",
     "BASELINE",
     "NO_SQUEEZE",
     "ARM_ORDER",
@@ -96,6 +105,10 @@ ARM_ORDER = (
 # report marks every row that holds such a run with NOT_AT_K_MARK.
 L0_TOLERANCE = 0.10
 NOT_AT_K_MARK = "†"
+# A run is "untrained" when eval/gap_closed < MIN_GAP_CLOSED at its reference epoch (docs:
+# "Initialisation" shows the curves this threshold separates); marked UNTRAINED_MARK.
+MIN_GAP_CLOSED = 0.5
+UNTRAINED_MARK = "‡"
 # Per-neuron transition counts, logged under the run's own rule; recomputed for another rule.
 _TRANSITIONS = ("neurons/revived", "neurons/newly_dead")
 
@@ -148,6 +161,7 @@ class Run:
     variant: str = ""
     rule: str | None = None  # the rule read as `dead/primary`; None: the run's own
     condition_arm: str = ""  # the arm as its condition names it ('' in a baseline-only sweep)
+    min_gap_closed: float = MIN_GAP_CLOSED  # the "trained" guard's threshold
 
     @property
     def name(self) -> str:
@@ -207,6 +221,18 @@ class Run:
         (False when either is unknown)."""
         l0, k_end = self.l0_at_k_end, self.k_end
         return bool(abs(l0 - k_end) > L0_TOLERANCE * k_end)
+
+    @property
+    def gap_closed_at_k_end(self) -> float:
+        """`eval/gap_closed` at the reference epoch: the share of the no-information gap the
+        evaluation reconstruction has closed (NaN when not logged)."""
+        return self.value("eval/gap_closed", self.reference_epoch)
+
+    @property
+    def untrained(self) -> bool:
+        """The model has closed less than `min_gap_closed` of the gap by the reference epoch
+        (False when not logged: such runs are listed as unchecked)."""
+        return bool(self.gap_closed_at_k_end < self.min_gap_closed)
 
     def never_by_construction(self, rule: str) -> bool:
         """A frequency rule (fire on < tau of the N evaluation samples) with N · tau <= 1 flags
@@ -279,12 +305,14 @@ class Run:
 class Sweep:
     """All runs found below the sweep folders; `included` are the complete ones. `duplicates`
     counts run directories reached again through another folder (read once); `rule` is the rule
-    read as `dead/primary` (None: each run's own)."""
+    read as `dead/primary` (None: each run's own); `min_gap_closed` the "trained" guard's
+    threshold."""
 
     roots: list[Path]
     runs: list[Run] = field(default_factory=list)
     duplicates: int = 0
     rule: str | None = None
+    min_gap_closed: float = MIN_GAP_CLOSED
 
     @property
     def included(self) -> list[Run]:
@@ -426,10 +454,13 @@ def _use_rule(runs: list[Run], rule: str) -> None:
         run.rule = rule
 
 
-def load_sweep(*roots: str | Path, rule: str | None = None) -> Sweep:
+def load_sweep(
+    *roots: str | Path, rule: str | None = None, min_gap_closed: float = MIN_GAP_CLOSED
+) -> Sweep:
     """Every run directory below `roots` (a run directory itself is accepted too), each read
     once however many roots reach it. `rule`: read `dead/<rule>` as `dead/primary` in every
-    run (RuleError, naming the valid rules, when a complete run lacks it)."""
+    run (RuleError, naming the valid rules, when a complete run lacks it). `min_gap_closed`:
+    the "trained" guard's threshold (`Run.untrained`)."""
     paths = [Path(r) for r in roots]
     for p in paths:
         if not p.is_dir():
@@ -439,11 +470,13 @@ def load_sweep(*roots: str | Path, rule: str | None = None) -> Sweep:
     for d in found:
         unique.setdefault(d.resolve(), d)
     runs = [load_run(d) for d in unique.values()]
+    for run in runs:
+        run.min_gap_closed = min_gap_closed
     included = [r for r in runs if r.problem is None]
     _assign_variants(included)
     if rule is not None:
         _use_rule(included, rule)
-    return Sweep(paths, runs, duplicates=len(found) - len(unique), rule=rule)
+    return Sweep(paths, runs, len(found) - len(unique), rule, min_gap_closed)
 
 
 def _order(cond: Condition) -> tuple:
@@ -465,6 +498,12 @@ def group_runs(runs: Iterable[Run]) -> dict[Condition, list[Run]]:
     for run in runs:
         groups.setdefault(run.condition, []).append(run)
     return {c: sorted(groups[c], key=lambda r: r.seed) for c in sorted(groups, key=_order)}
+
+
+def trained_groups(groups: dict[Condition, list[Run]]) -> dict[Condition, list[Run]]:
+    """The same conditions holding only their trained runs (`Run.untrained` is False): what
+    every verdict reads."""
+    return {c: [r for r in runs if not r.untrained] for c, runs in groups.items()}
 
 
 def epoch_of(run: Run, epoch: int | str) -> int:

@@ -13,6 +13,7 @@ from vaesae.evaluation import HIST_NAMES
 from vaesae.report.loading import (
     L0_TOLERANCE,
     NOT_AT_K_MARK,
+    UNTRAINED_MARK,
     Condition,
     Run,
     epoch_of,
@@ -24,6 +25,7 @@ from vaesae.report.stats import Interval, mean_ci, mean_std, paired_diff_ci, pai
 
 __all__ = [
     "NOT_AT_K_NOTE",
+    "UNTRAINED_NOTE",
     "markdown_table",
     "condition_label",
     "fmt_mean_std",
@@ -44,6 +46,13 @@ NOT_AT_K_NOTE = (
 )
 
 
+UNTRAINED_NOTE = (
+    f"{UNTRAINED_MARK} marks rows that include *untrained* runs: their evaluation reconstruction "
+    "had closed less than `min_gap_closed` of the no-information gap at k_end (listed under "
+    "Runs); the rows' means include them, every verdict leaves them out."
+)
+
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -51,8 +60,11 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
 
 
 def condition_label(cond: Condition, runs: Iterable[Run]) -> str:
-    """The condition's label, marked with NOT_AT_K_MARK when one of its runs is not at k."""
-    return cond.label + (f" {NOT_AT_K_MARK}" if any(r.not_at_k for r in runs) else "")
+    """The condition's label, marked with NOT_AT_K_MARK when one of its runs is not at k and
+    with UNTRAINED_MARK when one is untrained."""
+    runs = list(runs)
+    label = cond.label + (f" {NOT_AT_K_MARK}" if any(r.not_at_k for r in runs) else "")
+    return label + (f" {UNTRAINED_MARK}" if any(r.untrained for r in runs) else "")
 
 
 def fmt_mean_std(x: np.ndarray, scale: float = 1.0, digits: int = 1) -> str:
@@ -289,11 +301,14 @@ def _f(runs: list[Run], column: str, epoch: int | str, digits: int) -> str:
 
 def summary_csv(runs: list[Run]) -> str:
     """One row per run found (excluded ones too, with the reason): identity (with the arm),
-    status, the rule read as `dead/primary`, the not-at-k flag, and the key figures at epoch 0,
-    k_end ('ref') and the last epoch ('final')."""
+    status, the rule read as `dead/primary`, the not-at-k and untrained flags, and the key
+    figures at epoch 0, k_end ('ref') and the last epoch ('final'); `gap_closed` and `fvu` are
+    `eval/gap_closed` and `eval/fvu`."""
     dead = {c for r in runs if r.problem is None for c in r.columns if c.startswith("dead/")}
-    figures = [*sorted(dead), "eval/l0", "train/recon", "mig/latent", "mig/sae"]
+    figures = [*sorted(dead), "eval/l0", "train/recon", "eval/recon", "mig/latent", "mig/sae"]
     figures += [
+        "eval/gap_closed",
+        "eval/fvu",
         "neurons/revived",
         "neurons/newly_dead",
         "semantics/mean_alignment",
@@ -313,11 +328,13 @@ def summary_csv(runs: list[Run]) -> str:
         "reason",
         "primary_rule",
         "not_at_k",
+        "untrained",
         "reference_epoch",
         "final_epoch",
         "path",
     ]
-    header += [f"{f}@{e}" for f in figures for e in ("start", "ref", "final")]
+    short = {"eval/gap_closed": "gap_closed", "eval/fvu": "fvu"}
+    header += [f"{short.get(f, f)}@{e}" for f in figures for e in ("start", "ref", "final")]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
@@ -334,11 +351,12 @@ def summary_csv(runs: list[Run]) -> str:
             run.problem or "",
         ]
         if run.problem is None:
-            row += [run.primary_rule, run.not_at_k, run.reference_epoch, run.final_epoch]
+            row += [run.primary_rule, run.not_at_k, run.untrained]
+            row += [run.reference_epoch, run.final_epoch]
             row += [str(run.path)]
             for f in figures:
                 row += [run.value(f, epoch_of(run, e)) for e in ("start", "reference", "final")]
         else:
-            row += ["", "", "", "", str(run.path)] + [""] * (3 * len(figures))
+            row += ["", "", "", "", "", str(run.path)] + [""] * (3 * len(figures))
         writer.writerow(row)
     return buf.getvalue()
