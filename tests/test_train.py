@@ -73,10 +73,23 @@ def test_smoke_run_writes_its_outputs(tmp_path, method, dataset):
             "train/loss",
             "semantics/num_alive",
             "neurons/dense",
+            "eval/recon",
+            "eval/fvu",
+            "sae/fvu",
         ):
             assert 0 <= r[key] < float("inf"), key
         assert 0 <= r["dead/never"] <= 1
     summary = json.loads((tmp_path / "summary.json").read_text())
+    levels = summary["recon_levels"]
+    assert levels["mean_image"] > levels["floor"] >= 0
+    assert (levels["floor"] == 0) == (dataset == "dsprites")  # binary targets: no entropy
+    for r in rows:
+        gap = levels["mean_image"] - levels["floor"]
+        assert r["eval/gap_closed"] == pytest.approx((levels["mean_image"] - r["eval/recon"]) / gap)
+        assert r["train/gap_closed"] == pytest.approx(
+            (levels["mean_image"] - r["train/recon"]) / gap, rel=1e-5
+        )
+    assert summary["final"]["eval/gap_closed"] == pytest.approx(rows[-1]["eval/gap_closed"])
     assert summary["status"] == "completed"
     assert (summary["method"], summary["dataset"], summary["seed"]) == (method, dataset, 0)
     assert summary["final"]["dead/primary"] == pytest.approx(rows[-1]["dead/primary"])
@@ -181,6 +194,7 @@ def test_failure_before_training_still_writes_a_summary(tmp_path, monkeypatch):
         (["data.epoch_size=10"], "data.epoch_size=10 must be null or >= data.batch_size=64"),
         (["metrics.dci_epochs=[last]"], "metrics.dci_epochs entry 'last' is not valid"),
         (["metrics.dci_samples=2"], "metrics.dci_samples=2 must be an integer >= 3"),
+        (["model.init=xavier"], "model.init='xavier' is not valid; choose one of: he, torch"),
     ],
 )
 def test_bad_settings_fail_before_training(tmp_path, overrides, message):
