@@ -111,7 +111,14 @@ def test_synthetic_sweep_gives_known_tables_and_verdicts(tmp_path):
 
     # Semantics: every alive neuron is aligned with `shape` only (report_fixtures).
     assert "orientation (3/3), pos_x (3/3), pos_y (3/3), scale (3/3)" in text
-    for name in ("dead_vs_k", "dead_vs_epoch", "mig_vs_epoch", "firing_histograms"):
+    names = (
+        "dead_vs_k",
+        "dead_vs_epoch",
+        "mig_vs_epoch",
+        "gap_closed_vs_epoch",
+        "firing_histograms",
+    )
+    for name in names:
         assert (tmp_path / "out" / "figures" / f"{name}.png").stat().st_size > 5000
         assert f"(figures/{name}.png)" in text
     with open(tmp_path / "out" / "summary.csv", newline="") as fh:

@@ -390,7 +390,7 @@ def write_report(sweep: Sweep, out_dir: str | Path, settings: Settings = DEFAULT
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = sweep.conditions()
     paper = paper_conditions(groups)
-    figures = write_figures(paper, out_dir / "figures") if paper else {}
+    figures = write_figures(paper, out_dir / "figures", sweep.min_gap_closed) if paper else {}
     if has_arms(groups):
         rows = arm_rows(groups, settings)
         figures |= write_arm_figures(rows, settings.low_dead, out_dir / "figures")

@@ -19,12 +19,13 @@ from matplotlib.ticker import MaxNLocator
 from vaesae.atomic import atomic_path
 from vaesae.evaluation import HIST_NAMES
 from vaesae.report.falsify import ArmRow
-from vaesae.report.loading import NO_SQUEEZE, Condition, Run
+from vaesae.report.loading import MIN_GAP_CLOSED, NO_SQUEEZE, Condition, Run
 
 __all__ = [
     "dead_vs_k",
     "dead_vs_epoch",
     "mig_vs_epoch",
+    "gap_closed_vs_epoch",
     "firing_histograms",
     "alignment_heatmaps",
     "write_figures",
@@ -149,6 +150,33 @@ def mig_vs_epoch(groups: dict[Condition, list[Run]]) -> Figure:
     return fig
 
 
+def gap_closed_vs_epoch(
+    groups: dict[Condition, list[Run]], min_gap_closed: float = MIN_GAP_CLOSED
+) -> Figure:
+    """Share of the no-information gap closed by the evaluation reconstruction
+    (`eval/gap_closed`), one thin line per run so a run stuck near the mean image stands out;
+    the dashed line is the "trained" guard's threshold, the dotted one k_end."""
+    datasets = _by_dataset(groups)
+    fig, axes = _panels(len(datasets))
+    for ax, (dataset, conds) in zip(axes, datasets.items(), strict=True):
+        for i, (cond, runs) in enumerate(conds.items()):
+            for j, run in enumerate(runs):
+                ys = run.series("eval/gap_closed")
+                label = f"{_series_label(cond)} (n={len(runs)})" if j == 0 else None
+                ax.plot(np.arange(len(ys)), ys, color=f"C{i}", linewidth=1, label=label)
+        ref = min(r.reference_epoch for runs in conds.values() for r in runs)
+        ax.axvline(ref, color="grey", linestyle=":", linewidth=1)
+        ax.axhline(min_gap_closed, color="black", linestyle="--", linewidth=1)
+        ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.0)
+        ax.set(
+            title=f"{dataset}: share of the no-information gap closed",
+            xlabel="epoch",
+            ylabel="gap closed (eval)",
+        )
+        ax.legend(fontsize=8)
+    return fig
+
+
 def firing_histograms(groups: dict[Condition, list[Run]]) -> Figure:
     """Neurons per firing-frequency decade at epoch 0 (k_start) and at the reference epoch
     (k_end), mean over seeds with ±1 std error bars."""
@@ -210,8 +238,11 @@ def alignment_heatmaps(groups: dict[Condition, list[Run]]) -> Figure:
     return fig
 
 
-def write_figures(groups: dict[Condition, list[Run]], out_dir: Path) -> dict[str, Path]:
-    """Every figure of the report into `out_dir`, by name."""
+def write_figures(
+    groups: dict[Condition, list[Run]], out_dir: Path, min_gap_closed: float = MIN_GAP_CLOSED
+) -> dict[str, Path]:
+    """Every figure of the report into `out_dir`, by name (the gap-closed curves only when a
+    run logs `eval/gap_closed`)."""
     makers = {
         "dead_vs_k": dead_vs_k,
         "dead_vs_epoch": dead_vs_epoch,
@@ -219,6 +250,8 @@ def write_figures(groups: dict[Condition, list[Run]], out_dir: Path) -> dict[str
         "firing_histograms": firing_histograms,
         "alignment_heatmaps": alignment_heatmaps,
     }
+    if any("eval/gap_closed" in r.columns for runs in groups.values() for r in runs):
+        makers["gap_closed_vs_epoch"] = lambda g: gap_closed_vs_epoch(g, min_gap_closed)
     return {name: _save(make(groups), out_dir / f"{name}.png") for name, make in makers.items()}
 
 
