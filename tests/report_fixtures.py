@@ -16,11 +16,15 @@ import pytest
 from vaesae.evaluation import HIST_NAMES
 
 FACTORS = ("shape", "scale", "orientation", "pos_x", "pos_y")
-WIDTH = 20
+WIDTH = 500  # a real run's SAE width: dead rates move in steps of 1/500
 TOTAL_EPOCHS = 4
 REFERENCE_EPOCH = 2
 K_END = 50
 EVAL_SIZE = 10_000
+NATURAL_L0 = 150  # active codes per sample before the squeeze binds
+# Seed-to-seed spread of MIG and alignment at k_end (-1, 0, +1 times this for seeds 0, 1, 2), so
+# their per-seed changes are not constant (real runs never are).
+SEED_JITTER = 0.002
 # Every rule's dead rate is the `never` curve times a factor: `never` is the primary rule, the
 # others differ from it wherever a neuron is dead (so each is independent evidence).
 RULE_FACTORS = {"never": 1.0, "magnitude": 1.05, "window": 0.9}
@@ -54,8 +58,9 @@ def write_run(
 ) -> Path:
     """A run whose dead rate climbs 0 -> dead_ref at REFERENCE_EPOCH, then ends at dead_final,
     under every rule scaled by RULE_FACTORS (and `extra_rules`, name -> factor); MIG and
-    alignment go start -> ref and stay. k reaches K_END at REFERENCE_EPOCH; the achieved
-    `eval/l0` follows k, and is `l0_ref` from then on; every alive unit's `alignment` is the
+    alignment go start -> ref (+ the seed's jitter) and stay. k reaches K_END at
+    REFERENCE_EPOCH; the achieved `eval/l0` is min(k, NATURAL_L0) before it and `l0_ref` from
+    then on; every alive unit's `alignment` is the
     run's (NaN for dead units). summary.json names `reference_epoch` as
     the k_end epoch, whose `sparsity/k_last` is `k_last_ref` (default: that epoch's k).
     Per-neuron arrays (every rule's dead mask) at every epoch. `train/recon` is `recon` and
@@ -66,6 +71,7 @@ def write_run(
     `global_scores`: column -> (start, ref) values like MIG's; a `dci/` column is logged only at
     epoch 0 and REFERENCE_EPOCH (empty elsewhere), as DCI at its default epochs."""
     dead_final = dead_ref if dead_final is None else dead_final
+    jitter = SEED_JITTER * (seed % 3 - 1)
     factors = {**RULE_FACTORS, **(extra_rules or {})}
     run = sweep / "-".join([method, *([arm] if arm else []), dataset, f"s{seed}", "never"])
     run.mkdir(parents=True)
@@ -83,16 +89,17 @@ def write_run(
             "sparsity/k_last": k_last_ref
             if k_last_ref is not None and epoch == reference_epoch
             else k,
-            "eval/l0": l0_ref if after else k,
+            # Below the squeeze the codes' natural L0; Top-k binds once k falls under it.
+            "eval/l0": l0_ref if after else min(k, NATURAL_L0),
             **{f"dead/{rule}": rate for rule, rate in rates.items()},
             "dead/primary": rates["never"],
-            "mig/latent": mig_ref if after else mig_start,
+            "mig/latent": mig_ref + jitter if after else mig_start,
             "mig/sae": 0.05,
             "neurons/revived": float(round(WIDTH * max(dead_ref - dead[epoch], 0)))
             if after
             else "",
             "neurons/newly_dead": 0.0 if after else "",
-            "semantics/mean_alignment": align_ref if after else align_start,
+            "semantics/mean_alignment": align_ref + jitter if after else align_start,
             "semantics/num_alive": WIDTH * (1 - dead[epoch]),
             "semantics/frac_aligned": 0.5,
             "semantics/frac_selective": 0.25,
@@ -114,7 +121,7 @@ def write_run(
         np.savez(
             run / "neurons" / f"epoch_{epoch:03d}.npz",
             frequency=np.where(dead_mask, 0.0, 0.1),
-            alignment=np.where(dead_mask, np.nan, align_ref if after else align_start),
+            alignment=np.where(dead_mask, np.nan, align_ref + jitter if after else align_start),
             normalized_mi=nmi,
             **{f"dead_{rule}": mask for rule, mask in masks.items()},
             factor_names=np.array(FACTORS),

@@ -257,11 +257,16 @@ def test_survivor_alignment_compares_the_same_units():
 
 
 def run_with_alignment(path, before: np.ndarray, after: np.ndarray, seed: int = 0) -> Run:
-    """A run whose epoch 0 and reference epoch (2) per-neuron arrays hold these alignments."""
+    """A run whose epoch 0 and reference epoch (2) per-neuron arrays hold these alignments; its
+    squeeze binds only at epoch 2, so epoch 0 is its trained start."""
     (path / "neurons").mkdir(parents=True)
     for epoch, alignment in ((0, before), (2, after)):
         np.savez(path / "neurons" / f"epoch_{epoch:03d}.npz", alignment=alignment)
-    return Run(path, {"reference_epoch": 2, "seed": seed}, [], {})
+    rows = [
+        {"epoch": e, "eval/l0": min(k, 150.0), "sparsity/k_last": k}
+        for e, k in enumerate((500.0, 275.0, 50.0))
+    ]
+    return Run(path, {"reference_epoch": 2, "seed": seed}, rows, {})
 
 
 def test_survivor_alignment_of_runs_and_the_claim(tmp_path):

@@ -70,7 +70,7 @@ def test_synthetic_sweep_gives_known_tables_and_verdicts(tmp_path):
 
     # The paper's table: mean ± sample std over seeds, the paper beside, MIG start -> k_end.
     assert table_row(text, "## 1.", "dsprites / topk")[1:8] == [
-        "3", "34.4 ± 0.4", "34.4 ± 0.9", "34.4 ± 0.4", "0.200 ± 0.000", "0.210 ± 0.000",
+        "3", "34.4 ± 0.4", "34.4 ± 0.9", "34.4 ± 0.4", "0.200 ± 0.000", "0.210 ± 0.002",
         "0.050 ± 0.000",
     ]  # fmt: skip
     assert table_row(text, "## 1.", "dsprites / l1")[2:5] == [
@@ -94,8 +94,8 @@ def test_synthetic_sweep_gives_known_tables_and_verdicts(tmp_path):
         ("Shapes3D / dSprites ratio = 2.2×", "l1"): NOT_SUPPORTED,
         ("extended training revives nothing", "dsprites / topk"): SUPPORTED,
         ("extended training revives nothing", "dsprites / l1"): NOT_SUPPORTED,
-        ("MIG stable (falls by < 0.05)", "dsprites / topk"): SUPPORTED,
-        ("MIG stable (falls by < 0.05)", "shapes3d / l1"): NOT_SUPPORTED,
+        ("MIG stable (falls by < 25 % of its start)", "dsprites / topk"): SUPPORTED,
+        ("MIG stable (falls by < 25 % of its start)", "shapes3d / l1"): NOT_SUPPORTED,
         ("surviving neurons lose factor semantics (mean alignment falls)", "shapes3d / l1"): (
             SUPPORTED
         ),
@@ -143,11 +143,10 @@ def test_global_quality_is_tested_under_every_logged_metric(tmp_path):
     claims = evaluate_claims(load_sweep(tmp_path).conditions(), ["never"])
     verdicts = {c.claim: c.verdict for c in claims if "stable" in c.claim}
     assert verdicts == {
-        "MIG stable (falls by < 0.05)": SUPPORTED,
-        "modularity stable (falls by < 0.05)": NOT_SUPPORTED,
-        "SAP stable (falls by < 0.05)": SUPPORTED,
-        "DCI disentanglement stable (falls by < 0.05)": SUPPORTED,
-    }  # DCI completeness / informativeness were not logged: no claim
+        "MIG stable (falls by < 25 % of its start)": SUPPORTED,
+        "modularity stable (falls by < 25 % of its start)": NOT_SUPPORTED,
+        "SAP stable (falls by < 25 % of its start)": SUPPORTED,
+    }  # DCI is logged at epochs 0 and k_end, not at the trained start (epoch 1): no claim
 
 
 def test_failed_running_and_incomplete_runs_are_listed_and_excluded(tmp_path):
@@ -233,7 +232,7 @@ def test_reference_epoch_without_a_row_or_not_at_k_end_is_excluded_and_listed(tm
     assert {r.name for r in loaded.excluded} == {"topk-dsprites-s8-never", "topk-dsprites-s9-never"}
 
 
-def test_runs_not_at_k_are_flagged_everywhere_and_left_out_of_l1_vs_topk(tmp_path):
+def test_runs_not_at_k_are_flagged_everywhere_and_make_their_claims_inconclusive(tmp_path):
     sweep = paper_like_sweep(tmp_path / "sweep")
     assert L0_TOLERANCE == 0.1
     off = 56.0  # active codes at k = 50: 12 % off
@@ -253,13 +252,17 @@ def test_runs_not_at_k_are_flagged_everywhere_and_left_out_of_l1_vs_topk(tmp_pat
     assert "| dead rate at k_end = 41.7 ± 4.4 % | dsprites / l1 † |" in text
     # Still averaged in (0.90 among 0.50, 0.52, 0.54) ...
     assert table_row(text, "## 1.", "dsprites / l1 †")[1:3] == ["4", "61.5 ± 19.1"]
-    # ... but not compared with Top-k: the Welch test runs on the 3 runs at k.
-    claims = {(c.claim, c.scope): c for c in evaluate_claims(load_sweep(sweep).conditions(), [])}
-    l1_vs_topk = claims[("L1 collapses at least as much as Top-k (Welch t-test)", "dsprites")]
-    welch = stats.ttest_ind(L1_D, TOPK_D, equal_var=False)
-    assert l1_vs_topk.n == "3 / 3" and f"p = {welch.pvalue:.3g}" in l1_vs_topk.statistic
-    assert "not at k: l1-dsprites-s3-never" in l1_vs_topk.statistic
-    assert claims[("L1 collapses at least as much as Top-k (Welch t-test)", "shapes3d")].n == (
+    # ... but every claim that reads dsprites / l1 is inconclusive, and says why.
+    claims = evaluate_claims(load_sweep(sweep).conditions(), ["never"])
+    for claim in claims:
+        reads_it = "dsprites / l1" in claim.scope or claim.scope in ("dsprites", "l1")
+        reads_it |= claim.claim.startswith("collapse holds under rule")
+        assert (
+            claim.verdict == INCONCLUSIVE and "not at k †: l1-dsprites-s3-never" in claim.statistic
+        ) or not reads_it, claim
+    by_key = {(c.claim, c.scope): c for c in claims}
+    assert by_key[("dead rate at k_end = 34.4 ± 0.9 %", "dsprites / topk")].verdict == SUPPORTED
+    assert by_key[("L1 collapses at least as much as Top-k (Welch t-test)", "shapes3d")].n == (
         "4 / 3"
     )
     with open(tmp_path / "out" / "summary.csv", newline="") as fh:

@@ -11,8 +11,8 @@ from report_fixtures import write_run
 from vaesae.report import evaluate_claims, load_sweep
 from vaesae.report.__main__ import main
 from vaesae.report.claims import INCONCLUSIVE
-from vaesae.report.falsify import arm_rows
 from vaesae.report.falsify import Settings as FalsifySettings
+from vaesae.report.falsify import arm_rows
 from vaesae.report.loading import MIN_GAP_CLOSED
 
 TRAINED_DEAD = [0.34, 0.35, 0.36]

@@ -43,8 +43,35 @@ def test_mean_ci_is_the_student_t_interval():
     wide = mean_ci([1.0, 2.0, 4.0, math.nan], confidence=0.99)
     half99 = stats.t.ppf(0.995, 2) * np.std([1.0, 2.0, 4.0], ddof=1) / math.sqrt(3)
     assert (wide.low, wide.high) == pytest.approx((7 / 3 - half99, 7 / 3 + half99))
-    flat = mean_ci([0.2, 0.2, 0.2])  # no spread: a zero-width interval
-    assert flat.low == flat.estimate == flat.high == pytest.approx(0.2)
+    flat = mean_ci([0.2, 0.2, 0.2])  # no spread and no resolution: no variance estimate
+    assert flat.estimate == pytest.approx(0.2) and not flat.defined
+
+
+def test_constant_data_never_give_a_zero_width_interval_or_p_0():
+    # Dead rates move in steps of 1/500: three seeds can differ by exactly +6 units each.
+    step = 1 / 500
+    base = np.array([0.30, 0.31, 0.33])
+    arm = base + 6 * step
+    floor_sd = step / math.sqrt(12)
+    ci = paired_diff_ci(arm, base, resolution=step)
+    half = stats.t.ppf(0.975, 2) * floor_sd / math.sqrt(3)
+    assert ci.estimate == pytest.approx(6 * step)
+    assert (ci.low, ci.high) == pytest.approx((6 * step - half, 6 * step + half))
+    test = paired_test(base, arm, resolution=step)
+    t = 6 * step / (floor_sd / math.sqrt(3))
+    assert test.p_value == pytest.approx(2 * stats.t.sf(t, 2)) and test.p_value > 1e-4
+    assert not paired_diff_ci(arm, base).defined  # without a resolution: undefined
+    assert math.isnan(paired_test(base, arm).p_value)
+    # A spread larger than the floor is left as it is.
+    assert mean_ci(base, resolution=step) == mean_ci(base)
+    # Every seed at 0 dead: a short interval around 0, not [0, 0].
+    zero = mean_ci([0.0, 0.0, 0.0], resolution=step)
+    assert zero.low < 0 < zero.high < step
+    both = welch_diff_ci([0.2, 0.2], [0.1, 0.1], resolution=step)
+    assert both.low < 0.1 < both.high
+    assert ratio_ci([0.6, 0.6, 0.6], [0.3, 0.3, 0.3], resolution=step).contains(2.0)
+    assert not ratio_ci([0.6, 0.6, 0.6], [0.3, 0.3, 0.3]).defined
+    assert 0 < welch_test([0.2, 0.2], [0.1, 0.1], resolution=step).p_value < 0.05
 
 
 def test_three_seeds_no_longer_give_min_max():
@@ -96,7 +123,7 @@ def test_welch_diff_ci_is_scipys_interval_and_agrees_with_the_welch_test():
     far = [0.30, 0.33, 0.36]
     assert not welch_diff_ci(far, b).contains(0.0) and welch_test(far, b).p_value < 0.05
     assert welch_diff_ci(a, b).contains(0.0) and welch_test(a, b).p_value >= 0.05
-    assert welch_diff_ci([0.2, 0.2], [0.1, 0.1]) == Interval(0.1, 0.1, 0.1)  # both constant
+    assert not welch_diff_ci([0.2, 0.2], [0.1, 0.1]).defined  # both constant, no resolution
     assert not welch_diff_ci([0.2], b).defined
 
 

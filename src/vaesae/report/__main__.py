@@ -1,5 +1,5 @@
 """python -m vaesae.report SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--rule NAME]
-[--low-dead F] [--quality-margin F] [--min-gap-closed F]"""
+[--low-dead F] [--quality-margin F] [--compression-margin F] [--min-gap-closed F]"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from vaesae.report.document import write_report
-from vaesae.report.falsify import LOW_DEAD, QUALITY_MARGIN, Settings
+from vaesae.report.falsify import COMPRESSION_MARGIN, LOW_DEAD, QUALITY_MARGIN, Settings
 from vaesae.report.loading import MIN_GAP_CLOSED, RuleError, load_sweep
 
 
@@ -46,6 +46,15 @@ def main(argv: list[str] | None = None) -> Path:
         f"loss / the baseline's lies below 1 + F (default {QUALITY_MARGIN})",
     )
     parser.add_argument(
+        "--compression-margin",
+        type=float,
+        default=COMPRESSION_MARGIN,
+        metavar="F",
+        help="falsification, compression criterion: the squeeze adds no deaths when the CI of "
+        "dead(arm) − dead(its no-pressure control) at k_end lies below F (a fraction of the "
+        f"width; default {COMPRESSION_MARGIN})",
+    )
+    parser.add_argument(
         "--min-gap-closed",
         type=float,
         default=MIN_GAP_CLOSED,
@@ -55,8 +64,18 @@ def main(argv: list[str] | None = None) -> Path:
         f"(F < 1; default {MIN_GAP_CLOSED}; 0: only runs worse than the mean image)",
     )
     args = parser.parse_args(argv)
-    if not 0 < args.low_dead < 1 or args.quality_margin < 0:
-        parser.error("--low-dead must be in (0, 1) and --quality-margin >= 0")
+    for flag, value, ok, valid in (
+        ("--low-dead", args.low_dead, 0 < args.low_dead < 1, "in (0, 1)"),
+        ("--quality-margin", args.quality_margin, args.quality_margin >= 0, ">= 0"),
+        (
+            "--compression-margin",
+            args.compression_margin,
+            0 < args.compression_margin < 1,
+            "in (0, 1)",
+        ),
+    ):
+        if not ok:
+            parser.error(f"{flag} must be {valid}, got {value}")
     if not args.min_gap_closed < 1:
         parser.error(
             f"--min-gap-closed must be < 1 (1 is a perfect model), got {args.min_gap_closed}"
@@ -65,7 +84,7 @@ def main(argv: list[str] | None = None) -> Path:
         sweep = load_sweep(*args.sweeps, rule=args.rule, min_gap_closed=args.min_gap_closed)
     except (FileNotFoundError, RuleError) as err:
         parser.exit(2, f"error: {err}\n")
-    settings = Settings(args.low_dead, args.quality_margin)
+    settings = Settings(args.low_dead, args.quality_margin, args.compression_margin)
     path = write_report(sweep, args.out or args.sweeps[0] / "report", settings)
     print(
         f"{len(sweep.included)} complete runs, {len(sweep.excluded)} excluded; report: {path}",

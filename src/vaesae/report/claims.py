@@ -7,52 +7,63 @@ own rule, or the one chosen with `--rule`. Rules:
 
 - dead rate matches the paper (per dataset × method): supported when the paper's mean lies inside
   our Student-t CI of the mean dead rate at k_end (primary rule), not supported when outside.
-- L1 collapses at least as much as Top-k (per dataset): Welch t-test L1 vs Top-k at k_end, over
-  the runs *at k* only (`Run.not_at_k`: a run whose achieved L0 is not k_end compares another
-  sparsity); supported when L1 is higher with p < ALPHA, not supported when L1 is lower with
-  p < ALPHA, otherwise inconclusive (no detectable difference is not evidence of equality).
+- L1 collapses at least as much as Top-k (per dataset): Welch t-test L1 vs Top-k at k_end;
+  supported when L1 is higher with p < ALPHA, not supported when L1 is lower with p < ALPHA,
+  otherwise inconclusive (no detectable difference is not evidence of equality).
 - collapse grows with complexity (per method): Fieller–Welch CI of the Shapes3D / dSprites ratio
   of mean dead rates; supported when its low end > 1, not supported when its high end < 1.
 - the ratio equals the paper's 1.8× / 2.2×: supported when the paper's ratio is inside the CI.
-- extended training revives nothing (per dataset × method): drop = dead(k_end) − dead(final),
-  per seed; supported when the paired-t CI's high end < REVIVAL_MARGIN (any recovery is below one
-  percentage point of the width), not supported when the paired t-test gives p < ALPHA with a
-  mean drop > REVIVAL_MARGIN, otherwise inconclusive. Needs hold epochs.
+- extended training revives nothing (per dataset × method): per seed, the revival share = of the
+  units dead at k_end, the fraction firing on >= REVIVED_MIN_FREQUENCY of the evaluation samples
+  at the final epoch (`loading.revival_share`; new deaths cannot hide revivals); supported when
+  the Student-t CI of the mean share lies below REVIVAL_MARGIN, not supported when it lies above,
+  otherwise inconclusive. Needs hold epochs.
 - global quality stays stable (per dataset × method and per metric of the latent mean: MIG,
   modularity, SAP, DCI disentanglement / completeness / informativeness, each in [0, 1]):
-  change = metric(k_end) − metric(epoch 0); supported when the paired-t CI's low end >
-  −MIG_MARGIN (falls by less than 0.05), not supported when its high end < −MIG_MARGIN; a rise is
-  reported but never counts against it. A metric not logged at both epochs is left out.
-- the collapse holds under every dead-neuron rule (per rule): rise = dead(k_end) − dead(epoch 0);
-  supported when the paired-t CI's low end > 0 in every condition, not supported when some
-  condition's CI high end is ≤ 0 (no rise at all under that rule); inconclusive for the `window`
-  rule when fewer than `metrics.window` training samples had been seen by k_end (it cannot flag
-  anyone). A condition does not count for a rule that is `never` in disguise there
+  change = metric(k_end) − metric(trained start) per seed; supported when the paired-t CI's low
+  end > −STABLE_MARGIN · start (start = the mean at the trained start), not supported when its
+  high end < −STABLE_MARGIN · start; inconclusive when start < MIN_START_SCORE (nothing to lose).
+  A rise never counts against it. A metric not logged at both epochs is left out.
+- the collapse holds under every dead-neuron rule (per rule): rise = dead(k_end) − dead(trained
+  start); supported when the paired-t CI's low end > 0 in every condition, not supported when
+  some condition's CI high end is ≤ 0 (no rise at all under that rule); inconclusive for the
+  `window` rule when fewer than `metrics.window` training samples had been seen by k_end (it
+  cannot flag anyone). A condition does not count for a rule that is `never` in disguise there
   (`rule_exclusions`): a frequency rule with N · tau <= 1 (N = `data.eval_size`), or a rule whose
   dead rate equals `dead/never` at every epoch of every run of the condition.
 - surviving neurons lose factor semantics (per dataset × method, the referee's test): per seed,
-  fall = mean alignment at epoch 0 − at k_end of the same units, those described at both epochs
-  (`loading.survivor_alignment`); supported when the Student-t CI of the mean fall has its low end
-  > 0, not supported when its high end < 0.
-Every rule answers "inconclusive" with fewer than 2 seeds (a CI or test needs n ≥ 2).
-Every rule reads the trained runs only (`loading.trained_groups`): a run whose model has not closed
-`min_gap_closed` of the no-information gap by k_end (`Run.untrained`) is left out of every claim,
-and n counts the runs that were read.
+  fall = mean alignment at the trained start − at k_end of the same units, those described at
+  both epochs (`loading.survivor_alignment`); supported when the Student-t CI of the mean fall
+  has its low end > 0, not supported when its high end < 0.
+
+The trained start (`Run.start_epoch`) is the first epoch at which the model has trained (gap
+closed >= min_gap_closed) and the squeeze does not bind yet (L0 below k): epoch 0 measures a
+model that is still learning, so a change from it mixes learning into the squeeze's effect.
+Dead-rate statistics floor their variances at the rate's resolution 1 / width
+(`vaesae.report.stats`). Every rule answers "inconclusive" with fewer than 2 seeds (a CI or test
+needs n ≥ 2) and for every condition that holds a run *not at k* (`Run.not_at_k`: it measures
+another sparsity; the statistic names it). Every rule reads the trained runs only
+(`loading.trained_groups`): a run whose model has not closed `min_gap_closed` of the
+no-information gap by k_end (`Run.untrained`) is left out of every claim, and n counts the runs
+that were read.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from vaesae.report.loading import (
     NOT_AT_K_MARK,
+    REVIVED_MIN_FREQUENCY,
     Condition,
     Run,
+    dead_step,
     flatten_config,
     frequency_tau,
+    revival_share,
     run_survivor_alignment,
     trained_groups,
     values,
@@ -62,15 +73,16 @@ from vaesae.report.stats import (
     Interval,
     TestResult,
     mean_ci,
+    mean_std,
     paired_diff_ci,
-    paired_test,
     ratio_ci,
     welch_test,
 )
 
 __all__ = [
     "ALPHA",
-    "MIG_MARGIN",
+    "STABLE_MARGIN",
+    "MIN_START_SCORE",
     "REVIVAL_MARGIN",
     "SUPPORTED",
     "NOT_SUPPORTED",
@@ -79,14 +91,19 @@ __all__ = [
     "verdict_contains",
     "verdict_above",
     "verdict_greater",
-    "verdict_no_recovery",
+    "verdict_no_revival",
+    "verdict_stable",
+    "revival_ci",
     "rule_exclusions",
     "evaluate_claims",
 ]
 
 ALPHA = 0.05
-MIG_MARGIN = 0.05  # units of the metric (MIG and the other global metrics are in [0, 1])
-REVIVAL_MARGIN = 0.01  # fraction of the SAE width (one percentage point)
+# A global score is "stable" when it falls by less than STABLE_MARGIN of its value at the trained
+# start; below MIN_START_SCORE it has nothing to lose, and the claim cannot be tested.
+STABLE_MARGIN = 0.25
+MIN_START_SCORE = 0.1
+REVIVAL_MARGIN = 0.01  # share of the units dead at k_end (one in a hundred)
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 
 
@@ -99,6 +116,7 @@ class Claim:
     statistic: str
     n: str
     verdict: str
+    conditions: tuple[Condition, ...] = ()  # what it reads (not printed): for the not-at-k rule
 
 
 def verdict_contains(ci: Interval, value: float) -> str:
@@ -123,18 +141,6 @@ def verdict_greater(test: TestResult, alpha: float = ALPHA) -> str:
     if math.isnan(test.p_value) or test.p_value >= alpha:
         return INCONCLUSIVE
     return SUPPORTED if test.difference > 0 else NOT_SUPPORTED
-
-
-def verdict_no_recovery(
-    drop: Interval, test: TestResult, margin: float = REVIVAL_MARGIN, alpha: float = ALPHA
-) -> str:
-    """Supported when the CI of the drop in dead rate stays below `margin`; not supported when the
-    paired test shows a significant drop larger than `margin`; else inconclusive."""
-    if drop.defined and drop.high < margin:
-        return SUPPORTED
-    if not math.isnan(test.p_value) and test.p_value < alpha and -test.difference > margin:
-        return NOT_SUPPORTED
-    return INCONCLUSIVE
 
 
 def _pct(x: float) -> str:
@@ -164,7 +170,7 @@ def _dead_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
         paper = PAPER_DEAD_PCT.get((cond.dataset, cond.method))
         if paper is None:
             continue
-        ci = mean_ci(values(runs, "dead/primary", "reference"))
+        ci = mean_ci(values(runs, "dead/primary", "reference"), resolution=dead_step(runs))
         span = f"[{_pct(ci.low)}, {_pct(ci.high)}]" if ci.defined else "(no CI)"
         out.append(
             Claim(
@@ -173,6 +179,7 @@ def _dead_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
                 f"ours {_pct(ci.estimate)} {span}",
                 f"{len(runs)}",
                 verdict_contains(ci, paper[0] / 100),
+                (cond,),
             )
         )
     return out
@@ -180,9 +187,10 @@ def _dead_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
 
 def _pairs(
     groups: dict[Condition, list[Run]], key: str
-) -> list[tuple[str, str, list[Run], list[Run]]]:
-    """(fixed name, scope, group a, group b): L1 vs Top-k per dataset (key='method') or
-    Shapes3D vs dSprites per method (key='dataset'), within one variant and arm."""
+) -> list[tuple[str, str, list[Run], list[Run], tuple[Condition, Condition]]]:
+    """(fixed name, scope, group a, group b, (condition a, condition b)): L1 vs Top-k per
+    dataset (key='method') or Shapes3D vs dSprites per method (key='dataset'), within one
+    variant and arm."""
     a_name, b_name = ("l1", "topk") if key == "method" else ("shapes3d", "dsprites")
     out = []
     for cond, runs in groups.items():
@@ -192,28 +200,25 @@ def _pairs(
         if other in groups:
             fixed = cond.dataset if key == "method" else cond.method
             scope = fixed + cond.tag
-            out.append((fixed, scope, runs, groups[other]))
+            out.append((fixed, scope, runs, groups[other], (cond, other)))
     return out
 
 
 def _method_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
-    """L1 vs Top-k over the runs at k: a run whose L0 missed k_end is left out (named)."""
+    """L1 vs Top-k at k_end, per dataset."""
     out = []
-    for _, scope, l1, topk in _pairs(groups, "method"):
-        a = values([r for r in l1 if not r.not_at_k], "dead/primary", "reference")
-        b = values([r for r in topk if not r.not_at_k], "dead/primary", "reference")
-        test = welch_test(a, b)
-        off = [r.name for r in (*l1, *topk) if r.not_at_k]
-        text = f"L1 − Top-k = {_pp_value(test.difference)}, {_p(test)}"
-        if off:
-            text += f"; left out, not at k: {', '.join(off)}"
+    for _, scope, l1, topk, conds in _pairs(groups, "method"):
+        a = values(l1, "dead/primary", "reference")
+        b = values(topk, "dead/primary", "reference")
+        test = welch_test(a, b, resolution=dead_step([*l1, *topk]))
         out.append(
             Claim(
                 "L1 collapses at least as much as Top-k (Welch t-test)",
                 scope,
-                text,
+                f"L1 − Top-k = {_pp_value(test.difference)}, {_p(test)}",
                 f"{test.n[0]} / {test.n[1]}",
                 verdict_greater(test),
+                conds,
             )
         )
     return out
@@ -221,20 +226,24 @@ def _method_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
 
 def _ratio_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
     out = []
-    for method, scope, shapes, dsprites in _pairs(groups, "dataset"):
+    for method, scope, shapes, dsprites, conds in _pairs(groups, "dataset"):
         ratio = ratio_ci(
             values(shapes, "dead/primary", "reference"),
             values(dsprites, "dead/primary", "reference"),
+            resolution=dead_step([*shapes, *dsprites]),
         )
         text = f"ratio {ratio.estimate:.2f}×" + (
             f" [{ratio.low:.2f}, {ratio.high:.2f}]" if ratio.defined else " (no CI)"
         )
         n = f"{len(dsprites)} / {len(shapes)}"
-        if any(r.not_at_k for r in (*shapes, *dsprites)):
-            scope += f" {NOT_AT_K_MARK}"
         out.append(
             Claim(
-                "Shapes3D collapses more than dSprites", scope, text, n, verdict_above(ratio, 1.0)
+                "Shapes3D collapses more than dSprites",
+                scope,
+                text,
+                n,
+                verdict_above(ratio, 1.0),
+                conds,
             )
         )
         if method in PAPER_RATIO:
@@ -246,42 +255,61 @@ def _ratio_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
                     text,
                     n,
                     verdict_contains(ratio, paper),
+                    conds,
                 )
             )
     return out
+
+
+def revival_ci(runs: list[Run]) -> Interval:
+    """Student-t CI of the mean revival share (`loading.revival_share`) over the runs, floored
+    at the share's resolution 1 / (fewest units dead at k_end)."""
+    shares = [revival_share(r) for r in runs]
+    dead = [d for _, d in shares if d]
+    return mean_ci([x for x, _ in shares], resolution=1.0 / min(dead) if dead else 0.0)
+
+
+def verdict_no_revival(share: Interval, margin: float = REVIVAL_MARGIN) -> str:
+    """Supported when the CI of the mean revival share lies below `margin`, not supported when
+    it lies above it, else inconclusive."""
+    if not share.defined:
+        return INCONCLUSIVE
+    if share.high < margin:
+        return SUPPORTED
+    return NOT_SUPPORTED if share.low > margin else INCONCLUSIVE
 
 
 def _recovery_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
     out = []
     for cond, runs in groups.items():
-        ref = values(runs, "dead/primary", "reference")
-        final = values(runs, "dead/primary", "final")
-        revived = values(runs, "neurons/revived", "final")
+        claim = "extended training revives nothing"
         hold = min(r.final_epoch - r.reference_epoch for r in runs)
         if hold <= 0:
             out.append(
-                Claim(
-                    "extended training revives nothing",
-                    cond.label,
-                    "no hold epochs",
-                    f"{len(runs)}",
-                    INCONCLUSIVE,
-                )
+                Claim(claim, cond.label, "no hold epochs", f"{len(runs)}", INCONCLUSIVE, (cond,))
             )
             continue
-        drop = paired_diff_ci(ref, final)
-        test = paired_test(ref, final)
+        share = revival_ci(runs)
+        n = sum(math.isfinite(revival_share(r)[0]) for r in runs)
         out.append(
             Claim(
-                "extended training revives nothing",
+                claim,
                 cond.label,
-                f"drop {_pp(drop)} after {hold} hold epoch(s), {_p(test)}, "
-                f"revived {np.nanmean(revived):.1f} neurons",
-                f"{test.n[0]}",
-                verdict_no_recovery(drop, test),
+                f"revived {_share(share)} of the units dead at k_end after {hold} hold "
+                f"epoch(s) (firing on ≥ {REVIVED_MIN_FREQUENCY:g} of the evaluation samples)",
+                f"{n}",
+                verdict_no_revival(share),
+                (cond,),
             )
         )
     return out
+
+
+def _share(ci: Interval) -> str:
+    if math.isnan(ci.estimate):
+        return "n/a"
+    text = f"{100 * ci.estimate:.1f} %"
+    return text + (f" [{100 * ci.low:.1f}, {100 * ci.high:.1f}]" if ci.defined else " (no CI)")
 
 
 # Global quality beyond MIG (issue: "global quality stays stable" should hold under every
@@ -297,22 +325,36 @@ GLOBAL_METRICS = (
 )
 
 
+def verdict_stable(change: Interval, start: float, margin: float = STABLE_MARGIN) -> str:
+    """A score is stable when it falls by less than `margin` of its starting value: supported
+    when the CI low end of the change > −margin · start, not supported when the CI high end <
+    −margin · start; inconclusive when the start is below MIN_START_SCORE (nothing to lose)."""
+    if not start >= MIN_START_SCORE:
+        return INCONCLUSIVE
+    return verdict_above(change, -margin * start)
+
+
 def _global_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
     out = []
     for column, label in GLOBAL_METRICS:
         for cond, runs in groups.items():
-            after, before = values(runs, column, "reference"), values(runs, column, "start")
+            after, before = values(runs, column, "reference"), values(runs, column, "trained")
             if column != "mig/latent" and not np.isfinite(after - before).any():
                 continue
             change = paired_diff_ci(after, before)
+            start = mean_std(before)[0]
             span = f" [{change.low:+.3f}, {change.high:+.3f}]" if change.defined else " (no CI)"
+            text = f"Δ {column} {change.estimate:+.3f}{span} from {start:.3f}"
+            if not start >= MIN_START_SCORE:
+                text += f" (below {MIN_START_SCORE:g}: nothing to lose)"
             out.append(
                 Claim(
-                    f"{label} stable (falls by < {MIG_MARGIN})",
+                    f"{label} stable (falls by < {100 * STABLE_MARGIN:g} % of its start)",
                     cond.label,
-                    f"Δ {column} {change.estimate:+.3f}{span}",
-                    f"{len(runs)}",
-                    verdict_above(change, -MIG_MARGIN),
+                    text,
+                    f"{int(np.isfinite(after - before).sum())}",
+                    verdict_stable(change, start),
+                    (cond,),
                 )
             )
     return out
@@ -369,16 +411,23 @@ def _rule_claims(groups: dict[Condition, list[Run]], rules: list[str]) -> list[C
     excluded = rule_exclusions(groups, rules)
     for rule in rules:
         column = f"dead/{rule}"
-        claim = f"collapse holds under rule `{rule}` (dead rate rises from epoch 0 to k_end)"
+        claim = (
+            f"collapse holds under rule `{rule}` (dead rate rises from the trained start to k_end)"
+        )
         counted = {c: runs for c, runs in groups.items() if c not in excluded.get(rule, {})}
         if not counted:
             continue  # `never` in every condition: listed under the verdicts, no evidence
         if rule == "window" and any(_window_too_long(runs) for runs in counted.values()):
             text = "`metrics.window` exceeds the training samples seen by k_end"
-            out.append(Claim(claim, _conditions(counted, groups), text, "–", INCONCLUSIVE))
+            scope = _conditions(counted, groups)
+            out.append(Claim(claim, scope, text, "–", INCONCLUSIVE, tuple(counted)))
             continue
         rises = {
-            cond: paired_diff_ci(values(runs, column, "reference"), values(runs, column, "start"))
+            cond: paired_diff_ci(
+                values(runs, column, "reference"),
+                values(runs, column, "trained"),
+                resolution=dead_step(runs),
+            )
             for cond, runs in counted.items()
         }
         rises = {c: ci for c, ci in rises.items() if not math.isnan(ci.estimate)}
@@ -399,6 +448,7 @@ def _rule_claims(groups: dict[Condition, list[Run]], rules: list[str]) -> list[C
                 f"smallest rise: {weakest.label} {_pp(rises[weakest])}",
                 ", ".join(str(len(groups[c])) for c in rises),
                 verdict,
+                tuple(rises),
             )
         )
     return out
@@ -414,7 +464,7 @@ def _conditions(counted: dict[Condition, object], groups: dict[Condition, list[R
 def _semantics_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
     out = []
     for cond, runs in groups.items():
-        survivors = [run_survivor_alignment(run) for run in runs]
+        survivors = [run_survivor_alignment(run, "trained") for run in runs]
         fall = mean_ci([s.fall for s in survivors])
         units = sorted(s.units for s in survivors if s.units > 0)
         if units:
@@ -424,7 +474,7 @@ def _semantics_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
                 f"({units[0]}–{units[-1]} per seed)"
             )
         else:
-            statistic = "no units described at both epoch 0 and k_end"
+            statistic = "no units described at both the trained start and k_end"
         n = f"{len(units)}" if len(units) == len(runs) else f"{len(units)} of {len(runs)}"
         out.append(
             Claim(
@@ -433,6 +483,7 @@ def _semantics_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
                 statistic,
                 n,
                 verdict_above(fall, 0.0),
+                (cond,),
             )
         )
     return out
@@ -455,8 +506,7 @@ def evaluate_claims(groups: dict[Condition, list[Run]], rules: list[str]) -> lis
         if not runs
     ]
     groups = {c: runs for c, runs in trained.items() if runs}
-    return [
-        *empty,
+    claims = [
         *_dead_claims(groups),
         *_method_claims(groups),
         *_ratio_claims(groups),
@@ -465,3 +515,17 @@ def evaluate_claims(groups: dict[Condition, list[Run]], rules: list[str]) -> lis
         *_rule_claims(groups, rules),
         *_semantics_claims(groups),
     ]
+    return [*empty, *(_at_k_only(c, groups) for c in claims)]
+
+
+def _at_k_only(claim: Claim, groups: dict[Condition, list[Run]]) -> Claim:
+    """Every claim reads k_end: one whose conditions hold a run not at k (its L0 measures
+    another sparsity) is inconclusive, and its statistic names those runs."""
+    off = [r.name for c in claim.conditions for r in groups.get(c, []) if r.not_at_k]
+    if not off:
+        return claim
+    return replace(
+        claim,
+        statistic=f"{claim.statistic}; not at k {NOT_AT_K_MARK}: {', '.join(off)}",
+        verdict=INCONCLUSIVE,
+    )

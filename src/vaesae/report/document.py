@@ -12,8 +12,9 @@ from vaesae.metrics.semantics import MIN_FIRING, NUM_BINS, NUM_PERMUTATIONS
 from vaesae.report.claims import (
     ALPHA,
     INCONCLUSIVE,
-    MIG_MARGIN,
+    MIN_START_SCORE,
     REVIVAL_MARGIN,
+    STABLE_MARGIN,
     Claim,
     evaluate_claims,
     rule_exclusions,
@@ -32,6 +33,7 @@ from vaesae.report.figures import write_arm_figures, write_figures
 from vaesae.report.loading import (
     L0_TOLERANCE,
     NOT_AT_K_MARK,
+    REVIVED_MIN_FREQUENCY,
     UNTRAINED_MARK,
     Condition,
     Run,
@@ -91,8 +93,8 @@ METHODS_TEXT = f"""\
   {100 * L0_TOLERANCE:g} % of k_end away from k_end. L0 is `eval/l0`, the mean number of active
   codes per sample on the evaluation set, measured at the end of the reference epoch (not the
   training-batch `sparsity/l0`); a run that does not log it is not checked. Such a run stays in
-  every mean and is marked {NOT_AT_K_MARK} wherever it is counted, but is left out of the L1 vs
-  Top-k test (the methods would be compared at different sparsities).
+  every mean and is marked {NOT_AT_K_MARK} wherever it is counted, and every claim whose
+  conditions hold it is inconclusive (it measures another sparsity).
 - Untrained ({UNTRAINED_MARK}): a run whose evaluation reconstruction at the reference epoch has
   closed less than min_gap_closed = {{min_gap_closed:g}} of the no-information gap
   (`--min-gap-closed`):
@@ -117,29 +119,41 @@ METHODS_TEXT = f"""\
     not significantly different from 0 (the set is then unbounded).
 - Welch t-test (`scipy.stats.ttest_ind(equal_var=False)`), two-sided, for L1 vs Top-k; paired
   t-test (`scipy.stats.ttest_rel`) for k_end vs final; level α = {ALPHA}.
-- Verdict rules (each answers "inconclusive" below 2 seeds):
+- Verdict rules (each answers "inconclusive" below 2 seeds, and for every condition that holds a
+  run not at k, naming it; each reads the trained runs only):
   - dead rate = paper: supported iff the paper's mean lies in our CI of the mean.
-  - L1 ≥ Top-k: over the runs at k, supported iff L1 − Top-k > 0 with Welch p < α; not
-    supported iff < 0 with p < α; otherwise inconclusive (no detectable difference is not
-    shown equality).
+  - L1 ≥ Top-k: supported iff L1 − Top-k > 0 with Welch p < α; not supported iff < 0 with
+    p < α; otherwise inconclusive (no detectable difference is not shown equality).
   - Shapes3D collapses more: supported iff the ratio CI's low end > 1; not supported iff its high
     end < 1. Ratio = paper: supported iff the paper's ratio lies in the CI.
-  - extended training revives nothing: with drop = dead(k_end) − dead(final) per seed, supported
-    iff the drop's CI high end < {100 * REVIVAL_MARGIN:g} pp; not supported iff the paired test
-    has p < α and the mean drop > {100 * REVIVAL_MARGIN:g} pp.
+  - extended training revives nothing: per seed, share = |dead at k_end ∧ firing on ≥
+    {REVIVED_MIN_FREQUENCY:g} of the evaluation samples at the final epoch| / |dead at k_end|
+    (from the per-neuron arrays, so new deaths cannot hide revivals, and a unit that flickers
+    across `never` on the fixed evaluation set is not counted); supported iff the Student-t CI
+    of the mean share lies below {100 * REVIVAL_MARGIN:g} %; not supported iff it lies above.
   - MIG stable (and modularity, SAP, DCI disentanglement / completeness / informativeness of the
-    latent mean, where logged at both epochs): with Δ = metric(k_end) − metric(epoch 0), supported
-    iff the CI low end > −{MIG_MARGIN}; not supported iff its high end < −{MIG_MARGIN} (a rise never
-    counts against).
-  - collapse under rule r: rise = dead_r(k_end) − dead_r(epoch 0); supported iff every counted
-    condition's CI low end > 0; not supported iff some counted condition's CI high end ≤ 0;
+    latent mean, where logged at both epochs): with Δ = metric(k_end) − metric(trained start) per
+    seed and S the mean at the trained start, supported iff the CI low end >
+    −{STABLE_MARGIN:g} · S; not supported iff its high end < −{STABLE_MARGIN:g} · S; inconclusive
+    when S < {MIN_START_SCORE:g} (nothing to lose). A rise never counts against.
+  - collapse under rule r: rise = dead_r(k_end) − dead_r(trained start); supported iff every
+    counted condition's CI low end > 0; not supported iff some counted condition's CI high end ≤ 0;
     inconclusive for `window` when fewer than `metrics.window` training samples were seen by
     k_end. A condition is not counted (and is listed under the verdicts) where r is `never` in
     disguise: a frequency rule with N · τ ≤ 1 (N = `data.eval_size`: one firing already meets
     τ), or a rule whose dead rate equals `dead/never` at every epoch of every run.
-  - surviving neurons lose semantics: per seed, fall = mean alignment(epoch 0) − mean
+  - surviving neurons lose semantics: per seed, fall = mean alignment(trained start) − mean
     alignment(k_end) of the same units, the survivors (described at both epochs); supported iff
     the Student-t CI of the mean fall has its low end > 0, not supported iff its high end < 0.
+  - trained start: per run, the first epoch at which the model has trained (gap closed ≥
+    min_gap_closed) and the squeeze does not bind yet (`eval/l0` < {100 - 100 * L0_TOLERANCE:g} % of
+    k at the epoch's end). Epoch 0 would measure a model that is still learning (dead rates fall
+    and alignment rises as it learns), not the squeeze; a run without such an epoch is not
+    counted in these three claims.
+  - resolution: a dead rate moves in steps of Δ = 1 / width, so seeds can repeat a value
+    exactly; every interval and test of dead rates floors each group's variance at Δ² / 12 (the
+    quantisation noise of that grid), never giving a zero-width interval or p = 0; other
+    quantities with no spread at all have no interval (inconclusive).
 - Per-neuron semantics (`vaesae.metrics.neuron_semantics`) describe the units alive under the
   run's rule that fire on ≥ {MIN_FIRING} evaluation samples. For unit d and factor v, two
   channels, MI in nats: the value channel, I(c; v) on the samples where d fires, c = the quantile
@@ -219,7 +233,8 @@ def _not_at_k(runs: list[Run]) -> str:
     if flagged:
         text += (
             f"\n\nNot at k ({NOT_AT_K_MARK}: `eval/l0` at the reference epoch more than "
-            f"{100 * L0_TOLERANCE:g} % off k_end; kept in the means, left out of L1 vs Top-k):\n\n"
+            f"{100 * L0_TOLERANCE:g} % off k_end; kept in the means, every claim on its "
+            "condition inconclusive):\n\n"
         )
         text += markdown_table(["run", "condition", "k_end", "eval/l0 at k_end", "off by"], flagged)
     unchecked = [r.name for r in runs if math.isnan(r.l0_at_k_end)]

@@ -47,6 +47,7 @@ __all__ = [
     "MIN_GAP_CLOSED",
     "UNTRAINED_MARK",
     "trained_groups",
+    "dead_step",
     "BASELINE",
     "NO_SQUEEZE",
     "ARM_ORDER",
@@ -65,6 +66,8 @@ __all__ = [
     "SurvivorAlignment",
     "survivor_alignment",
     "run_survivor_alignment",
+    "REVIVED_MIN_FREQUENCY",
+    "revival_share",
 ]
 
 # Sub-folders that never hold runs (Hydra, submitit, W&B, a run's own outputs).
@@ -94,7 +97,9 @@ ARM_ORDER = (
     NO_SQUEEZE,
     "fixed_k",
     "center",
+    "center_no_squeeze",
     "signed_trunk",
+    "signed_trunk_no_squeeze",
     "auxk",
     "resample",
     "batchtopk",
@@ -109,6 +114,10 @@ NOT_AT_K_MARK = "†"
 # "Initialisation" shows the curves this threshold separates); marked UNTRAINED_MARK.
 MIN_GAP_CLOSED = 0.5
 UNTRAINED_MARK = "‡"
+# A unit dead at k_end counts as revived only when it fires on at least this fraction of the
+# evaluation samples at the final epoch: a unit flickering across `never` on a fixed evaluation
+# set is not a revival.
+REVIVED_MIN_FREQUENCY = 1e-3
 # Per-neuron transition counts, logged under the run's own rule; recomputed for another rule.
 _TRANSITIONS = ("neurons/revived", "neurons/newly_dead")
 
@@ -233,6 +242,25 @@ class Run:
         """The model has closed less than `min_gap_closed` of the gap by the reference epoch
         (False when not logged: such runs are listed as unchecked)."""
         return bool(self.gap_closed_at_k_end < self.min_gap_closed)
+
+    @property
+    def start_epoch(self) -> int | None:
+        """The claims' early reference: the first epoch up to k_end at which the model has trained
+        (`eval/gap_closed` >= `min_gap_closed`) and the squeeze does not bind yet (`eval/l0` <
+        (1 - L0_TOLERANCE) · k at the epoch's end, `sparsity/k_last`). Epoch 0 of a barely trained
+        model measures learning, not the squeeze. None when no epoch qualifies; a run that logs
+        no `eval/gap_closed` is read as trained throughout."""
+        logged = "eval/gap_closed" in self.columns
+        for row in self.rows:
+            epoch = int(row["epoch"])
+            if epoch > self.reference_epoch:
+                break
+            trained = not logged or row.get("eval/gap_closed", math.nan) >= self.min_gap_closed
+            k = row.get("sparsity/k_last", row.get("sparsity/k", math.nan))
+            free = not row.get("eval/l0", math.nan) >= (1 - L0_TOLERANCE) * k
+            if trained and free:
+                return epoch
+        return None
 
     def never_by_construction(self, rule: str) -> bool:
         """A frequency rule (fire on < tau of the N evaluation samples) with N · tau <= 1 flags
@@ -500,22 +528,37 @@ def group_runs(runs: Iterable[Run]) -> dict[Condition, list[Run]]:
     return {c: sorted(groups[c], key=lambda r: r.seed) for c in sorted(groups, key=_order)}
 
 
+def dead_step(runs: Iterable[Run]) -> float:
+    """The step in which a dead rate moves, 1 / `model.width` (the largest over the runs; 0 when
+    no run records its width): the resolution handed to the statistics of dead rates."""
+    widths = [flatten_config(r.config).get("model.width") for r in runs]
+    return max((1.0 / w for w in widths if w), default=0.0)
+
+
 def trained_groups(groups: dict[Condition, list[Run]]) -> dict[Condition, list[Run]]:
     """The same conditions holding only their trained runs (`Run.untrained` is False): what
     every verdict reads."""
     return {c: [r for r in runs if not r.untrained] for c, runs in groups.items()}
 
 
-def epoch_of(run: Run, epoch: int | str) -> int:
-    """An epoch number, or 'start' (epoch 0), 'reference' (the run's reference_epoch) or
-    'final' (its last epoch)."""
-    named = {"start": 0, "reference": run.reference_epoch, "final": run.final_epoch}
-    return named[epoch] if isinstance(epoch, str) else int(epoch)
+def epoch_of(run: Run, epoch: int | str) -> int | None:
+    """An epoch number, or 'start' (epoch 0), 'trained' (`Run.start_epoch`, None when no epoch
+    qualifies), 'reference' (the run's reference_epoch) or 'final' (its last epoch)."""
+    if not isinstance(epoch, str):
+        return int(epoch)
+    if epoch == "trained":
+        return run.start_epoch
+    return {"start": 0, "reference": run.reference_epoch, "final": run.final_epoch}[epoch]
 
 
 def values(runs: Iterable[Run], column: str, epoch: int | str) -> np.ndarray:
-    """One figure per run at `epoch` (see `epoch_of`), NaN where the column was not logged."""
-    return np.array([run.value(column, epoch_of(run, epoch)) for run in runs], dtype=float)
+    """One figure per run at `epoch` (see `epoch_of`), NaN where the column was not logged or
+    the run has no such epoch."""
+    out = []
+    for run in runs:
+        e = epoch_of(run, epoch)
+        out.append(math.nan if e is None else run.value(column, e))
+    return np.array(out, dtype=float)
 
 
 @dataclass(frozen=True)
@@ -552,10 +595,34 @@ def survivor_alignment(
     return SurvivorAlignment(float(a[both].mean()), float(b[both].mean()), int(both.sum()))
 
 
-def run_survivor_alignment(run: Run) -> SurvivorAlignment:
-    """`survivor_alignment` of a run from epoch 0 to its reference epoch (k_end); NaN when either
-    epoch's per-neuron arrays are missing."""
-    epochs = (0, run.reference_epoch)
+def run_survivor_alignment(run: Run, start: int | str = 0) -> SurvivorAlignment:
+    """`survivor_alignment` of a run from `start` (an epoch or a name of `epoch_of`) to its
+    reference epoch (k_end); NaN when either epoch's per-neuron arrays are missing or the run has
+    no such start epoch."""
+    first = epoch_of(run, start)
+    if first is None:
+        return SurvivorAlignment(math.nan, math.nan, 0)
+    epochs = (first, run.reference_epoch)
     if not all((run.path / "neurons" / f"epoch_{e:03d}.npz").exists() for e in epochs):
         return SurvivorAlignment(math.nan, math.nan, 0)
     return survivor_alignment(*(run.neurons(e) for e in epochs))
+
+
+def revival_share(run: Run, min_frequency: float = REVIVED_MIN_FREQUENCY) -> tuple[float, int]:
+    """(share, dead): of the `dead` units dead at the reference epoch (k_end) under the primary
+    rule, the fraction that fire on >= `min_frequency` of the evaluation samples at the final
+    epoch, |dead_ref ∧ (freq_final >= f_min)| / |dead_ref|, from the per-neuron arrays
+    (`neurons/epoch_XXX.npz`). NaN without the arrays or hold epochs, or with no unit dead at
+    k_end."""
+    key = f"dead_{run.primary_rule}"
+    if run.final_epoch <= run.reference_epoch:
+        return math.nan, 0
+    try:
+        ref = run.neurons(run.reference_epoch)[key].astype(bool)
+        frequency = np.asarray(run.neurons(run.final_epoch)["frequency"], float)
+    except (KeyError, OSError):
+        return math.nan, 0
+    dead = int(ref.sum())
+    if not dead:
+        return math.nan, 0
+    return float((ref & (frequency >= min_frequency)).sum()) / dead, dead

@@ -14,12 +14,17 @@ the time. All treat the per-seed values as independent draws from a normal distr
 
 ``t(df)`` is the (1 + confidence) / 2 quantile of Student's t with df degrees of freedom
 (`scipy.stats.t.ppf`); s is the sample standard deviation (n - 1).
+
+Resolution. A quantity measured on a grid of step Δ (a dead rate moves in steps of 1/width) can
+repeat exactly over seeds, and s = 0 would give a zero-width interval and p = 0. Every function
+takes ``resolution`` = Δ and floors each group's variance at the grid's quantisation noise,
+s^2 >= Δ^2 / 12 (the variance of a uniform rounding error); with no resolution given (Δ = 0) a
+constant group has no variance estimate and the interval or test is undefined (NaN).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +83,12 @@ def _constant(x: np.ndarray) -> bool:
     return len(x) == 0 or bool(np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())))
 
 
+def _variance(x: np.ndarray, resolution: float) -> float:
+    """s^2 of the finite values x (0 for constant data), floored at resolution^2 / 12."""
+    s2 = 0.0 if _constant(x) else float(x.var(ddof=1))
+    return max(s2, resolution**2 / 12.0)
+
+
 def _t_quantile(confidence: float, df: float) -> float:
     """The two-sided critical value: the (1 + confidence) / 2 quantile of t with df d.o.f."""
     if not 0 < confidence < 1:
@@ -94,22 +105,29 @@ def mean_std(x: np.ndarray | list[float]) -> tuple[float, float, int]:
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else math.nan, len(a)
 
 
-def mean_ci(x: np.ndarray | list[float], confidence: float = CONFIDENCE) -> Interval:
+def mean_ci(
+    x: np.ndarray | list[float], confidence: float = CONFIDENCE, resolution: float = 0.0
+) -> Interval:
     """Student-t interval of the mean of the finite values:
-    ``mean ± t(n-1) · s / sqrt(n)`` with s the sample standard deviation. Exact for normal data
-    at any n >= 2; undefined (NaN bounds) for n < 2, with the mean (NaN for n = 0) as estimate.
-    Constant data give the zero-width interval [mean, mean]."""
-    mean, std, n = mean_std(x)
+    ``mean ± t(n-1) · s / sqrt(n)`` with s the sample standard deviation (floored at the
+    resolution's, see the module docstring). Exact for normal data at any n >= 2; undefined (NaN
+    bounds) for n < 2, with the mean (NaN for n = 0) as estimate, and for constant data without
+    a resolution."""
+    mean, _, n = mean_std(x)
     if n < 2:
         return Interval(mean, math.nan, math.nan)
-    if _constant(_finite(x)):
-        return Interval(mean, mean, mean)
-    half = _t_quantile(confidence, n - 1) * std / math.sqrt(n)
+    var = _variance(_finite(x), resolution)
+    if var == 0:
+        return Interval(mean, math.nan, math.nan)
+    half = _t_quantile(confidence, n - 1) * math.sqrt(var / n)
     return Interval(mean, mean - half, mean + half)
 
 
 def paired_diff_ci(
-    a: np.ndarray | list[float], b: np.ndarray | list[float], confidence: float = CONFIDENCE
+    a: np.ndarray | list[float],
+    b: np.ndarray | list[float],
+    confidence: float = CONFIDENCE,
+    resolution: float = 0.0,
 ) -> Interval:
     """Paired-t interval of the mean per-seed difference ``d_i = a_i - b_i`` (e.g. a = dead rate
     at k_end, b = after the hold epochs, of the same seed): `mean_ci` of the d_i, so
@@ -119,26 +137,29 @@ def paired_diff_ci(
     if x.shape != y.shape:
         raise ValueError(f"paired samples differ in length: {x.shape} vs {y.shape}")
     keep = np.isfinite(x) & np.isfinite(y)
-    return mean_ci(x[keep] - y[keep], confidence)
+    return mean_ci(x[keep] - y[keep], confidence, resolution)
 
 
 def welch_diff_ci(
-    a: np.ndarray | list[float], b: np.ndarray | list[float], confidence: float = CONFIDENCE
+    a: np.ndarray | list[float],
+    b: np.ndarray | list[float],
+    confidence: float = CONFIDENCE,
+    resolution: float = 0.0,
 ) -> Interval:
     """Welch interval of ``mean(a) - mean(b)`` for two independent samples (e.g. two sets of
     seeds that cannot be paired): ``d ± t(df) · sqrt(v_a + v_b)``, v = s^2 / n, with the
     Welch–Satterthwaite ``df = (v_a + v_b)^2 / (v_a^2 / (n_a - 1) + v_b^2 / (n_b - 1))``, over the
-    finite values. Undefined (NaN bounds) when a group has n < 2; [d, d] when both are constant."""
+    finite values. Undefined (NaN bounds) when a group has n < 2, or when both are constant and
+    no resolution is given."""
     x, y = _finite(a), _finite(b)
     if not (len(x) and len(y)):
         return Interval(math.nan, math.nan, math.nan)
     diff = float(x.mean() - y.mean())
     if len(x) < 2 or len(y) < 2:
         return Interval(diff, math.nan, math.nan)
-    va = 0.0 if _constant(x) else float(x.var(ddof=1)) / len(x)
-    vb = 0.0 if _constant(y) else float(y.var(ddof=1)) / len(y)
+    va, vb = _variance(x, resolution) / len(x), _variance(y, resolution) / len(y)
     if va + vb == 0:
-        return Interval(diff, diff, diff)
+        return Interval(diff, math.nan, math.nan)
     df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
     half = _t_quantile(confidence, df) * math.sqrt(va + vb)
     return Interval(diff, diff - half, diff + half)
@@ -148,6 +169,7 @@ def ratio_ci(
     numerator: np.ndarray | list[float],
     denominator: np.ndarray | list[float],
     confidence: float = CONFIDENCE,
+    resolution: float = 0.0,
 ) -> Interval:
     """Ratio of means ``r = mean(a) / mean(b)`` of two independent samples (e.g. Shapes3D and
     dSprites seeds) with a Fieller interval: the set of rho for which
@@ -166,9 +188,9 @@ def ratio_ci(
 
         rho = (mean(a) mean(b) ± t sqrt(A v_a + mean(a)^2 v_b)) / A.
 
-    Undefined (NaN bounds) when a group has n < 2, or when A <= 0: the denominator's mean is not
-    significantly different from 0 and the confidence set is unbounded. The estimate is NaN when
-    mean(b) = 0."""
+    Undefined (NaN bounds) when a group has n < 2, when both are constant without a resolution,
+    or when A <= 0: the denominator's mean is not significantly different from 0 and the
+    confidence set is unbounded. The estimate is NaN when mean(b) = 0."""
     a, b = _finite(numerator), _finite(denominator)
     if not (len(a) and len(b)) or b.mean() == 0:
         return Interval(math.nan, math.nan, math.nan)
@@ -176,12 +198,11 @@ def ratio_ci(
     ratio = ma / mb
     if len(a) < 2 or len(b) < 2:
         return Interval(ratio, math.nan, math.nan)
-    va = 0.0 if _constant(a) else float(a.var(ddof=1)) / len(a)
-    vb = 0.0 if _constant(b) else float(b.var(ddof=1)) / len(b)
+    va, vb = _variance(a, resolution) / len(a), _variance(b, resolution) / len(b)
     spread = va**2 / (len(a) - 1) + ratio**4 * vb**2 / (len(b) - 1)
-    # With no spread at the estimate the critical value drops out (the interval is [r, r] or
-    # its half-width is t · 0); any df serves.
-    df = (va + ratio**2 * vb) ** 2 / spread if spread > 0 else math.inf
+    if spread == 0:
+        return Interval(ratio, math.nan, math.nan)
+    df = (va + ratio**2 * vb) ** 2 / spread
     t = _t_quantile(confidence, df)
     lead = mb**2 - t**2 * vb
     if lead <= 0:
@@ -190,32 +211,40 @@ def ratio_ci(
     return Interval(ratio, (ma * mb - half) / lead, (ma * mb + half) / lead)
 
 
-def welch_test(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> TestResult:
+def welch_test(
+    a: np.ndarray | list[float], b: np.ndarray | list[float], resolution: float = 0.0
+) -> TestResult:
     """Welch's two-sided t-test of mean(a) = mean(b) without assuming equal variances:
     ``t = (mean_a - mean_b) / sqrt(s_a^2/n_a + s_b^2/n_b)`` with Welch-Satterthwaite degrees of
-    freedom (`scipy.stats.ttest_ind(equal_var=False)`). NaN when a group has n < 2 or both
-    groups are constant."""
+    freedom (`scipy.stats.ttest_ind(equal_var=False)`), the variances floored at the
+    resolution's. NaN when a group has n < 2, or both are constant without a resolution."""
     x, y = _finite(a), _finite(b)
     diff = float(x.mean() - y.mean()) if len(x) and len(y) else math.nan
-    if len(x) < 2 or len(y) < 2 or (_constant(x) and _constant(y)):
+    if len(x) < 2 or len(y) < 2:
         return TestResult(math.nan, math.nan, diff, (len(x), len(y)))
-    with warnings.catch_warnings():
-        # One constant group (e.g. every seed's dead rate 0) is well defined (its variance is
-        # 0), but scipy warns of catastrophic cancellation in its variance.
-        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
-        res = stats.ttest_ind(x, y, equal_var=False)
-    return TestResult(float(res.statistic), float(res.pvalue), diff, (len(x), len(y)))
+    va, vb = _variance(x, resolution) / len(x), _variance(y, resolution) / len(y)
+    if va + vb == 0:
+        return TestResult(math.nan, math.nan, diff, (len(x), len(y)))
+    df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
+    t = diff / math.sqrt(va + vb)
+    return TestResult(t, float(2 * stats.t.sf(abs(t), df)), diff, (len(x), len(y)))
 
 
-def paired_test(before: np.ndarray | list[float], after: np.ndarray | list[float]) -> TestResult:
+def paired_test(
+    before: np.ndarray | list[float], after: np.ndarray | list[float], resolution: float = 0.0
+) -> TestResult:
     """Paired two-sided t-test on the per-seed differences ``d_i = after_i - before_i``:
-    ``t = mean(d) / (sd(d) / sqrt(n))``, n - 1 degrees of freedom (`scipy.stats.ttest_rel`).
-    Pairs with a non-finite member are dropped. NaN when n < 2 or all d_i are equal."""
+    ``t = mean(d) / (sd(d) / sqrt(n))``, n - 1 degrees of freedom (`scipy.stats.ttest_rel`),
+    sd(d) floored at the resolution's. Pairs with a non-finite member are dropped. NaN when
+    n < 2, or all d_i are equal without a resolution."""
     x, y = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     d = y[keep] - x[keep]
     diff = float(d.mean()) if len(d) else math.nan
-    if len(d) < 2 or _constant(d):
+    if len(d) < 2:
         return TestResult(math.nan, math.nan, diff, (len(d),))
-    res = stats.ttest_rel(y[keep], x[keep])
-    return TestResult(float(res.statistic), float(res.pvalue), diff, (len(d),))
+    var = _variance(d, resolution)
+    if var == 0:
+        return TestResult(math.nan, math.nan, diff, (len(d),))
+    t = diff / math.sqrt(var / len(d))
+    return TestResult(t, float(2 * stats.t.sf(abs(t), len(d) - 1)), diff, (len(d),))

@@ -16,6 +16,7 @@ from vaesae.report.loading import (
     UNTRAINED_MARK,
     Condition,
     Run,
+    dead_step,
     epoch_of,
     run_survivor_alignment,
     values,
@@ -149,7 +150,7 @@ def ratio_table(groups: dict[Condition, list[Run]]) -> str:
         dsprites = groups[other]
         a = values(shapes, "dead/primary", "reference")
         b = values(dsprites, "dead/primary", "reference")
-        ratio = ratio_ci(a, b)
+        ratio = ratio_ci(a, b, resolution=dead_step([*shapes, *dsprites]))
         paper = PAPER_RATIO.get(cond.method)
         flag = any(r.not_at_k for r in (*shapes, *dsprites))
         rows.append(
@@ -179,8 +180,8 @@ def recovery_table(groups: dict[Condition, list[Run]]) -> str:
     for cond, runs in groups.items():
         ref = values(runs, "dead/primary", "reference")
         final = values(runs, "dead/primary", "final")
-        drop = paired_diff_ci(ref, final)
-        test = paired_test(ref, final)
+        drop = paired_diff_ci(ref, final, resolution=dead_step(runs))
+        test = paired_test(ref, final, resolution=dead_step(runs))
         rows.append(
             [
                 condition_label(cond, runs),
