@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -11,14 +12,24 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 
-from vaesae.arms import arm_module_kw, remedy_start_epoch, resample_epochs
+from vaesae.arms import (
+    arm_callbacks,
+    arm_module_kw,
+    default_remedy_window,
+    remedy_start_epoch,
+    resample_epochs,
+)
 from vaesae.config import ConfigError, schedule_of, validate_config
+from vaesae.data.datamodule import GroundTruthDataModule
+from vaesae.metrics import SamplesSinceFired
 from vaesae.models import VAESAE, BatchTopK, ConvEncoder, JumpReLU, SparseAutoencoder
 from vaesae.models.jumprelu import jump_relu
+from vaesae.module import VAESAEModule
 from vaesae.records import RunRecorder, read_metrics_csv
 from vaesae.remedies import (
     ENCODER_SCALE,
     AuxKSettings,
+    ResampleCallback,
     apply_resample,
     auxk_loss,
     resample_dead,
@@ -70,7 +81,7 @@ def make_cfg(*overrides: str) -> DictConfig:
 
 def test_every_arm_is_tested():
     assert {arm for arm, _, _ in COMBINATIONS} == set(ARMS)
-    assert "baseline" in ARMS and len(ARMS) == 10
+    assert "baseline" in ARMS and len(ARMS) == 12
 
 
 @pytest.mark.parametrize("arm, method, extra", COMBINATIONS)
@@ -230,14 +241,17 @@ def test_auxk_loss_formula():
     pre = torch.tensor([[2.0, -1.0, 3.0, 0.5], [1.0, 4.0, -2.0, 0.2]])
     dead = torch.tensor([True, True, False, True])
     w_d = torch.eye(4)
-    residual = torch.ones(2, 4)
+    residual = torch.tensor([[1.0, 0.0, 1.0, 2.0], [0.0, 3.0, 1.0, 0.0]])
     # k_aux = 2 of the dead units 0, 1, 3: sample 0 keeps 2 and 0.5, sample 1 keeps 4 and 1.
     e_hat = torch.tensor([[2.0, 0.0, 0.0, 0.5], [1.0, 4.0, 0.0, 0.0]])
-    expected = (residual - e_hat).pow(2).sum(1).mean()
+    # The normalised MSE of the residual: its squared error over its spread about the batch mean
+    # (0.5^2 + 1.5^2 + 0 + 1^2 summed over both samples = 2 * 3.5 = 7).
+    expected = (residual - e_hat).pow(2).sum() / 7.0
     assert auxk_loss(pre, residual, w_d, dead, 2).item() == pytest.approx(expected.item())
+    assert auxk_loss(pre, residual, w_d, torch.zeros(4, dtype=torch.bool), 2).item() == 0.0
 
 
-def test_auxk_gradient_reaches_only_the_dead_units():
+def test_auxk_gradient_reaches_only_the_dead_units_and_b_pre():
     model = VAESAE(1, width=40, k=5)
     out = model(torch.rand(8, 1, 64, 64))
     dead = torch.zeros(40, dtype=torch.bool)
@@ -252,7 +266,8 @@ def test_auxk_gradient_reaches_only_the_dead_units():
     assert sae.encoder.bias.grad[~dead].eq(0).all() and sae.encoder.bias.grad[dead].ne(0).any()
     assert sae.decoder.weight.grad[:, ~dead].eq(0).all()
     assert sae.decoder.weight.grad[:, dead].ne(0).any()
-    for p in (sae.b_pre, *model.encoder.parameters(), *model.latent_head.parameters()):
+    assert sae.b_pre.grad.ne(0).any()  # as in Gao et al.'s and SAELens' AuxK
+    for p in (*model.encoder.parameters(), *model.latent_head.parameters()):
         assert p.grad is None or not p.grad.any()
 
 
@@ -358,7 +373,7 @@ def test_batchtopk_is_relu_before_any_training_batch_in_evaluation():
 def test_jumprelu_forward_is_pre_times_step():
     act = JumpReLU(6, theta_init=0.5)
     with torch.no_grad():
-        act.log_theta.copy_(torch.log(torch.tensor([0.1, 0.5, 1.0, 2.0, 0.3, 0.7])))
+        act.threshold.copy_(torch.tensor([0.1, 0.5, 1.0, 2.0, 0.3, 0.7]))
     pre = torch.randn(9, 6) * 2
     assert torch.equal(act(pre), pre * (pre > act.theta))
 
@@ -372,9 +387,9 @@ def test_jumprelu_threshold_learns_from_the_l0_penalty():
     penalty = act.penalty(pre, act(pre))
     assert penalty.item() == pytest.approx(((pre > 1.0).sum() / 2).item())
     penalty.backward()
-    # d penalty / d log theta = theta * mean_b sum ( -(1/eps) K ) = -(count / 2) / eps
+    # d penalty / d theta = mean_b sum ( -(1/eps) K ) = -(count / 2) / eps (theta = 1)
     expected = torch.tensor([-1 / 2 / eps, -2 / 2 / eps, 0.0])
-    assert torch.allclose(act.log_theta.grad, expected)
+    assert torch.allclose(act.threshold.grad, expected)
     assert pre.grad is None or not pre.grad.any()
 
 
@@ -394,7 +409,7 @@ def test_jumprelu_jump_pseudo_derivative():
 def test_recover_switches_its_remedy_on_only_in_the_hold():
     cfg = make_cfg("arm=recover", "schedule.schedule_epochs=5", "schedule.hold_epochs=4")
     schedule = schedule_of(cfg)
-    auxk = AuxKSettings(**arm_module_kw(cfg, schedule)["auxk"])
+    auxk = AuxKSettings(**arm_module_kw(cfg, schedule, 256)["auxk"])
     assert [auxk.active(e) for e in range(9)] == [False] * 5 + [True] * 4
     cfg = make_cfg(
         "arm=recover",
@@ -439,3 +454,101 @@ def test_arm_trains_and_resumes(tmp_path, monkeypatch, arm, method, extra):
     if arm == "recover":  # the hold is epoch 2
         column = "train/auxk" if method == "topk" else "remedy/resampled"
         assert [r[column] == 0 for r in rows] == [True, True, False]
+
+
+# --- remedies sized to the protocol (windows, scale) ----------------------------------------
+
+
+def test_default_remedy_window_is_one_epoch_or_a_tenth_of_the_squeeze():
+    assert default_remedy_window(2048, 10) == 2048  # the demo: one epoch
+    assert default_remedy_window(737_280, 50) == 737_280  # the paper: one epoch
+    assert default_remedy_window(16_384, 5) == 8_192  # a short squeeze: a tenth of it
+
+
+def test_auxk_sees_a_unit_silenced_one_epoch_before_k_end():
+    # The demo's protocol: 2,048-image epochs of batch 64, k_end read at the end of epoch 9.
+    cfg = compose_demo("arm=auxk")
+    window = AuxKSettings(**arm_module_kw(cfg, schedule_of(cfg), 2048)["auxk"]).window
+    counter = SamplesSinceFired(2)
+    fires = torch.tensor([[1.0, 1.0]])
+    silent = torch.tensor([[1.0, 0.0]])  # unit 1 stops firing at the start of epoch 9
+    for epoch in range(10):
+        for _ in range(32):
+            counter.update((silent if epoch == 9 else fires).expand(64, 2))
+    assert counter.dead_mask(window).tolist() == [False, True]
+
+
+def compose_demo(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=["experiment=falsify_cpu", *overrides])
+
+
+@pytest.mark.parametrize("arm", ["resample", "recover"])
+def test_every_resampling_point_of_the_cpu_study_comes_after_one_window(arm):
+    extra = ("arm.recovery=resample", "method=l1") if arm == "recover" else ()
+    cfg = compose_demo(f"arm={arm}", *extra)
+    validate_config(cfg)
+    schedule = schedule_of(cfg)
+    (callback,) = arm_callbacks(cfg, schedule, 2048)
+    assert all(t * 2048 >= callback.window for t in callback.at)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["arm=auxk", "arm.auxk_window=30000"],
+            "arm.auxk_window=30,000 training samples is longer",
+        ),
+        (["arm=resample", "arm.resample_window=6000"], "arm.resample_at point 0.25 (epoch 2.5"),
+    ],
+)
+def test_a_remedy_that_cannot_act_is_refused(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(compose_demo(*overrides))
+
+
+def test_a_resampled_unit_restarts_its_window():
+    cfg = make_cfg("arm=resample", "method=topk")
+    callback = ResampleCallback([0.5], window=4, pool_size=32, seed=0)
+    module = VAESAEModule(1, width=12, k_start=12)
+    module.window.samples_since_fired[:] = torch.tensor([10] * 6 + [0] * 6)
+
+    class _Trainer:
+        optimizers = [torch.optim.Adam(module.parameters())]
+        current_epoch = 0
+        datamodule = GroundTruthDataModule(
+            "dsprites", source="procedural", batch_size=16, epoch_size=32, eval_size=32,
+            eval_batch_size=32,
+        )  # fmt: skip
+
+    assert cfg.arm.remedy == "resample"
+    assert callback.resample(_Trainer(), module, 0) == 6
+    assert module.window.samples_since_fired.tolist() == [0] * 12
+
+
+def test_batchtopk_threshold_is_positive_when_few_pre_activations_are():
+    act = BatchTopK(10, k=4)
+    pre = -torch.rand(8, 10)
+    pre[0, 0], pre[3, 5] = 0.3, 0.7  # 2 positive entries against k * B = 32 kept
+    act(pre)
+    assert float(act.threshold) == pytest.approx(0.3)
+    act(-torch.rand(8, 10))  # a batch with no positive entry leaves the threshold as it was
+    assert float(act.threshold) == pytest.approx(0.3)
+
+
+def test_jumprelu_threshold_moves_at_the_protocols_length():
+    # Pre-activations of the scale the normalised SAE input gives (~0.1): the L0 term alone, at
+    # the demo's learning rate, must be able to raise theta through them within a few hundred
+    # steps (a log-parameterised theta starting at 1e-3 would move by ~1e-6 per step).
+    torch.manual_seed(0)
+    act = JumpReLU(64)
+    opt = torch.optim.Adam(act.parameters(), lr=1e-3)
+    pre = torch.randn(256, 64).abs() * 0.1
+    start = float(act.penalty(pre, act(pre)))
+    for _ in range(300):
+        opt.zero_grad()
+        act.penalty(pre, act(pre)).backward()
+        opt.step()
+    assert start == pytest.approx(64, abs=1)
+    assert float(act.penalty(pre, act(pre))) < 0.3 * start

@@ -30,6 +30,8 @@ __all__ = [
     "arm_callbacks",
     "remedy_start_epoch",
     "resample_epochs",
+    "default_remedy_window",
+    "remedy_window",
 ]
 
 REMEDIES = ("none", "auxk", "resample")
@@ -60,15 +62,30 @@ def resample_epochs(arm: DictConfig, schedule: KSchedule) -> list[float]:
     return [start + float(f) * length for f in arm.resample_at]
 
 
-def arm_module_kw(cfg: DictConfig, schedule: KSchedule) -> dict[str, Any]:
-    """`VAESAEModule` arguments set by the arm: the activation rule, its settings and AuxK."""
+def default_remedy_window(epoch_samples: int, schedule_epochs: int) -> int:
+    """min(one epoch, a tenth of the squeeze) in training samples: a unit the squeeze silences is
+    seen as dead by the remedy well before k_end (Gao et al. use 10M tokens in runs of billions;
+    BatchTopK's reference code, 5 batches)."""
+    return max(1, min(epoch_samples, epoch_samples * schedule_epochs // 10))
+
+
+def remedy_window(window: int | None, epoch_samples: int, schedule: KSchedule) -> int:
+    """A remedy's dead window in training samples: ``window`` when set, else the default."""
+    if window is not None:
+        return int(window)
+    return default_remedy_window(epoch_samples, schedule.schedule_epochs)
+
+
+def arm_module_kw(cfg: DictConfig, schedule: KSchedule, epoch_samples: int) -> dict[str, Any]:
+    """`VAESAEModule` arguments set by the arm: the activation rule, its settings and AuxK
+    (``epoch_samples``: training samples per epoch, for the default dead window)."""
     arm = cfg.arm
     auxk = None
     if arm.remedy == "auxk":
         auxk = {
             "coef": float(arm.auxk_coef),
             "k_aux": None if arm.auxk_k is None else int(arm.auxk_k),
-            "window": int(arm.auxk_window),
+            "window": remedy_window(arm.auxk_window, epoch_samples, schedule),
             "start_epoch": remedy_start_epoch(arm, schedule),
         }
     return {
@@ -78,7 +95,7 @@ def arm_module_kw(cfg: DictConfig, schedule: KSchedule) -> dict[str, Any]:
     }
 
 
-def arm_callbacks(cfg: DictConfig, schedule: KSchedule) -> list[pl.Callback]:
+def arm_callbacks(cfg: DictConfig, schedule: KSchedule, epoch_samples: int) -> list[pl.Callback]:
     """The callbacks the arm adds to training (neuron resampling)."""
     arm = cfg.arm
     if arm.remedy != "resample":
@@ -86,7 +103,7 @@ def arm_callbacks(cfg: DictConfig, schedule: KSchedule) -> list[pl.Callback]:
     return [
         ResampleCallback(
             resample_epochs(arm, schedule),
-            window=int(arm.resample_window),
+            window=remedy_window(arm.resample_window, epoch_samples, schedule),
             pool_size=int(arm.resample_pool),
             seed=int(cfg.seed),
         )

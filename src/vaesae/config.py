@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vaesae.arms import REMEDIES, REMEDY_PHASES, arm_methods
+from vaesae.arms import REMEDIES, REMEDY_PHASES, arm_methods, remedy_window, resample_epochs
 from vaesae.data import DATASETS, FACTOR_SPACES, SOURCES
 from vaesae.metrics import min_samples_for_frequency
 from vaesae.models import (
@@ -186,18 +186,45 @@ def _validate_arm(cfg: DictConfig) -> None:
         )
     if arm.remedy == "auxk":
         _positive("arm.auxk_coef", arm.auxk_coef)
-        _positive("arm.auxk_window", arm.auxk_window)
         _require(
             arm.auxk_k is None or (isinstance(arm.auxk_k, int) and arm.auxk_k >= 1),
             f"arm.auxk_k={arm.auxk_k} must be null or an integer >= 1",
         )
+        _validate_window(cfg, "arm.auxk_window", arm.auxk_window)
     if arm.remedy == "resample":
-        _positive("arm.resample_window", arm.resample_window)
         _positive("arm.resample_pool", arm.resample_pool)
         _require(
             all(0 <= f <= 1 for f in arm.resample_at),
             f"arm.resample_at={list(arm.resample_at)} must be fractions in [0, 1]",
         )
+        window = _validate_window(cfg, "arm.resample_window", arm.resample_window)
+        epoch_samples = steps_per_epoch(cfg) * int(cfg.data.batch_size)
+        for f, t in zip(arm.resample_at, resample_epochs(arm, schedule_of(cfg)), strict=True):
+            _require(
+                t * epoch_samples >= window,
+                f"arm.resample_at point {f} (epoch {t:g}, {t * epoch_samples:,.0f} training "
+                f"samples) comes before one dead window ({window:,} samples) has passed, so it "
+                "could never find a dead unit: move the point later or shorten "
+                "arm.resample_window",
+            )
+
+
+def _validate_window(cfg: DictConfig, name: str, value: object) -> int:
+    """A remedy's dead window: null (the default) or a positive number of samples no longer than
+    the squeeze (a longer one cannot see the squeeze's victims before k_end); returns it."""
+    if value is not None:
+        _positive(name, value)
+    schedule = schedule_of(cfg)
+    epoch_samples = steps_per_epoch(cfg) * int(cfg.data.batch_size)
+    window = remedy_window(value, epoch_samples, schedule)
+    squeeze = schedule.schedule_epochs * epoch_samples
+    _require(
+        window <= squeeze,
+        f"{name}={window:,} training samples is longer than the squeeze ({squeeze:,} samples, "
+        f"{schedule.schedule_epochs} epochs): the remedy could not see a unit silenced by the "
+        "squeeze before k_end; use null (one epoch or a tenth of the squeeze) or a shorter window",
+    )
+    return window
 
 
 def _validate_epochs(name: str, epochs: object, total: int) -> None:

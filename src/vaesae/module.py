@@ -35,9 +35,10 @@ class VAESAEModule(pl.LightningModule):
     ``method`` names the activation rule (``rule_kw``: its settings) and the penalty is the rule's
     own (``SparseActivation.penalty``: ||s||_1, or JumpReLU's L0). ``center`` and
     ``signed_trunk`` go to :class:`vaesae.models.VAESAE`. ``auxk`` (a mapping of
-    :class:`vaesae.remedies.AuxKSettings` fields, or None) adds the AuxK loss from its
-    ``start_epoch`` on, with dead units read from the training window counter; ``train/auxk``
-    is logged whenever it is configured (0 before it starts). ``init`` and ``logvar_bias`` go to
+    :class:`vaesae.remedies.AuxKSettings` fields, or None) adds alpha * coef * the AuxK loss from
+    its ``start_epoch`` on, with dead units read from the training window counter; ``train/auxk``
+    and ``remedy/dead`` (the units it treats at the epoch's end) are logged whenever it is
+    configured (the loss 0 before it starts). ``init`` and ``logvar_bias`` go to
     :class:`vaesae.models.VAESAE`; with ``data_init`` a fresh run sets the model's data-dependent
     biases from the first ``DATA_INIT_IMAGES`` images of its first epoch before the first step.
     """
@@ -127,7 +128,7 @@ class VAESAEModule(pl.LightningModule):
                 dead = self.window.dead_mask(self.auxk.window)
                 k_aux = self.auxk.k_aux or sae.d_in // 2
                 aux = sae_auxk_loss(sae, out.h, out.h_hat, dead, k_aux)
-                loss = loss + self.auxk.coef * aux
+                loss = loss + self.hparams.alpha * self.auxk.coef * aux
             logged["train/auxk"] = aux.detach()
             logged["train/loss"] = loss.detach()
         self.window.update(out.codes.detach())
@@ -144,6 +145,12 @@ class VAESAEModule(pl.LightningModule):
             batch_size=len(x),
         )
         return {"loss": loss, "l0": terms["l0"]}
+
+    def on_train_epoch_end(self) -> None:
+        if self.auxk is not None:
+            # The units AuxK treats (dead under its window) at the epoch's end.
+            dead = self.window.dead_mask(self.auxk.window).sum().float()
+            self.log("remedy/dead", dead, on_step=False, on_epoch=True, batch_size=1)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.model.sae.normalize_decoder:

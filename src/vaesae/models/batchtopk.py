@@ -22,10 +22,11 @@ class BatchTopK(TopK):
 
     Evaluation: s_i = pre_i * 1[pre_i > theta], one threshold for every unit, so a sample's codes
     no longer depend on the rest of its batch. Estimator of theta (a buffer, saved in checkpoints):
-    per training batch the smallest kept activation theta_b = max(0, min kept ReLU(pre)), the value
-    at which the batch's top k * B was cut; theta <- theta + momentum (theta_b - theta), the first
-    batch copied. Bussmann et al. average theta_b over batches after training at a fixed k; the
-    moving average follows k as the schedule lowers it. Before any training batch theta = 0
+    per training batch the smallest positive kept activation theta_b, the value at which the
+    batch's top k * B was cut (as in Bussmann et al.'s code: a kept zero would pull it to 0);
+    theta <- theta + momentum (theta_b - theta), the first batch copied. Bussmann et al. average
+    theta_b over batches after training at a fixed k; the moving average follows k as the
+    schedule lowers it. Before any training batch theta = 0
     (evaluation is ReLU).
     """
 
@@ -46,19 +47,24 @@ class BatchTopK(TopK):
         flat = pre.reshape(-1)
         keep = self.k * pre.shape[0]
         if keep >= flat.numel():
-            s, cut = torch.relu(pre), pre.new_zeros(())
+            s, kept = torch.relu(pre), flat
         else:
             values, indices = flat.topk(keep, sorted=False)
             kept = torch.relu(values)
             s = torch.zeros_like(flat).scatter(0, indices, kept).view_as(pre)
-            cut = kept.detach().min()
-        self._update_threshold(cut.float())
+        # The smallest positive kept activation (the reference's threshold): a zero among the
+        # kept, when fewer than k * B pre-activations are positive, would set the threshold to 0.
+        kept = kept.detach().float()
+        self._update_threshold(torch.where(kept > 0, kept, torch.inf).min())
         return s
 
     @torch.no_grad()
     def _update_threshold(self, cut: Tensor) -> None:
+        """Fold the batch's cut into the moving threshold; a batch with no positive kept
+        activation (cut = inf) leaves it unchanged."""
         blended = self.threshold + self.threshold_momentum * (cut - self.threshold)
-        self.threshold.copy_(torch.where(self.threshold.isnan(), cut, blended))
+        new = torch.where(self.threshold.isnan(), cut, blended)
+        self.threshold.copy_(torch.where(cut.isinf(), self.threshold, new))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, threshold_momentum={self.threshold_momentum}"

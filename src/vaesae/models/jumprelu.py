@@ -4,12 +4,13 @@ through straight-through pseudo-derivatives."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from vaesae.models.activations import SparseActivation, register_activation
+
+# theta's floor: a threshold at or below 0 would let negative pre-activations through.
+THETA_MIN = 1e-6
 
 
 def rectangle(u: Tensor) -> Tensor:
@@ -72,7 +73,7 @@ def step(pre: Tensor, theta: Tensor, eps: float) -> Tensor:
 
 @register_activation("jumprelu")
 class JumpReLU(SparseActivation):
-    """s_i = pre_i * H(pre_i - theta_i), theta = exp(log_theta) learned per unit (> 0).
+    """s_i = pre_i * H(pre_i - theta_i), with a learned per-unit threshold theta (> 0).
 
     Penalty: the L0 norm sum_i H(pre_i - theta_i), mean over the batch, so lambda * penalty
     prices each active unit directly (lambda is driven like the L1 rule's, to make L0 track k).
@@ -84,10 +85,11 @@ class JumpReLU(SparseActivation):
 
     while the pre-activations get the exact derivative (H(pre - theta) through the jump, none
     through the L0 term): sparsity is bought by raising theta, reconstruction pushes it down.
-    Defaults theta_init = eps = 1e-3 are the paper's, for inputs scaled to E||x||^2 = d_in, which
-    the SAE's ``input_norm="batch"`` also gives; without it they are in the trunk's own units.
-    theta moves by about the learning rate per step in log space, so reaching a threshold of
-    order 1 from 1e-3 takes thousands of steps.
+    theta is the parameter itself (as in SAELens), floored at ``THETA_MIN`` in the forward pass:
+    under Adam a parameter moves by about the learning rate per step, so theta can cross the
+    pre-activations' range (~0.1 under the ``norm`` input, where E||x||^2 = 1) within a few hundred
+    steps; a log-parameterised theta would move by lr * theta, 1,000 times slower at 1e-3.
+    Defaults theta_init = eps = 1e-3 are the paper's.
     """
 
     control = "penalty"
@@ -99,11 +101,11 @@ class JumpReLU(SparseActivation):
                 f"jumprelu theta_init={theta_init} and bandwidth={bandwidth} must be > 0"
             )
         self.bandwidth = bandwidth
-        self.log_theta = nn.Parameter(torch.full((width,), math.log(theta_init)))
+        self.threshold = nn.Parameter(torch.full((width,), float(theta_init)))
 
     @property
     def theta(self) -> Tensor:
-        return self.log_theta.exp()
+        return self.threshold.clamp_min(THETA_MIN)
 
     def forward(self, pre: Tensor) -> Tensor:
         return jump_relu(pre, self.theta, self.bandwidth)

@@ -1,5 +1,10 @@
 """The AuxK loss (Gao et al. 2024, "Scaling and evaluating sparse autoencoders", section A.2):
-dead units are trained to reconstruct what the live ones miss, so they get gradient again."""
+dead units are trained to reconstruct what the live ones miss, so they get gradient again.
+
+Scale: as in Gao et al.'s code (openai/sparse_autoencoder), the aux term is the normalised MSE of
+the residual, ||e - e_hat||^2 / ||e - mean(e)||^2 over the batch, weighted 1/32; the module adds it
+times the main SAE error's own weight alpha, so it sits on the main term's scale (a raw squared
+error times 1/32 beside alpha = 10 would weigh 1/320 of the main term per unit of error)."""
 
 from __future__ import annotations
 
@@ -11,15 +16,16 @@ from torch import Tensor
 
 from vaesae.models import SparseAutoencoder
 
-# Gao et al. pair AuxK with per-sample Top-k, whose dead units otherwise get no gradient at all.
+# Gao et al. pair AuxK with per-sample Top-k (and Bussmann et al. with BatchTopK), whose dead units
+# otherwise get no gradient at all.
 AUXK_METHODS = ("topk",)
 
 
 @dataclass(frozen=True)
 class AuxKSettings:
-    """coef: weight of the aux loss (Gao et al.: 1/32); k_aux: dead units used per sample (None:
-    d_in // 2, their choice); window: training samples without firing that make a unit dead;
-    start_epoch: the first epoch in which the loss is on."""
+    """coef: weight of the aux loss relative to the main SAE error's (Gao et al.: 1/32); k_aux:
+    dead units used per sample (None: d_in // 2, their choice); window: training samples without
+    firing that make a unit dead; start_epoch: the first epoch in which the loss is on."""
 
     coef: float = 1 / 32
     k_aux: int | None = None
@@ -40,8 +46,8 @@ class AuxKSettings:
 def auxk_loss(
     pre: Tensor, residual: Tensor, decoder_weight: Tensor, dead: Tensor, k_aux: int
 ) -> Tensor:
-    """L_aux = ||e - e_hat||^2 (summed over features, mean over the batch; squared units of the
-    SAE's normalised input), or 0 when no unit is dead.
+    """L_aux = sum_batch ||e - e_hat||^2 / sum_batch ||e - mean_batch e||^2, the normalised MSE of
+    the residual (dimensionless), or 0 when no unit is dead.
 
     e = ``residual`` (B, d_in), the main reconstruction's error x - x_hat, detached by the caller.
     e_hat = W_d z with W_d = ``decoder_weight`` (d_in, width) and no bias, where z (B, width) is
@@ -56,15 +62,16 @@ def auxk_loss(
     values, indices = masked.topk(k, dim=-1, sorted=False)
     z = torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
     e_hat = z @ decoder_weight.T
-    return (residual - e_hat).pow(2).sum(-1).mean() * dead.any()
+    spread = (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-12)
+    return (residual - e_hat).pow(2).sum() / spread * dead.any()
 
 
 def sae_auxk_loss(
     sae: SparseAutoencoder, x: Tensor, x_hat: Tensor, dead: Tensor, k_aux: int
 ) -> Tensor:
     """:func:`auxk_loss` of ``sae`` on normalised inputs x (B, d_in) and their reconstruction
-    x_hat: the aux pre-activations W_e (x - b_pre) + b_e are computed from a detached input,
-    so neither the trunk nor b_pre gets gradient, only the dead units' encoder rows and biases
-    and decoder columns."""
-    pre = F.linear((x - sae.b_pre).detach(), sae.encoder.weight, sae.encoder.bias)
+    x_hat: the aux pre-activations W_e (x - b_pre) + b_e read a detached x, so the trunk gets
+    no gradient from it while b_pre does (as in both reference implementations), with the dead
+    units' encoder rows and biases and decoder columns."""
+    pre = F.linear(x.detach() - sae.b_pre, sae.encoder.weight, sae.encoder.bias)
     return auxk_loss(pre, (x - x_hat).detach(), sae.decoder.weight, dead, k_aux)

@@ -104,7 +104,9 @@ class ResampleCallback(pl.Callback):
     ``window`` training samples (the module's ``window`` counter). The pool is ``pool_size``
     training-distribution images drawn afresh at each point with a generator seeded by
     (``seed``, point), run through the model in evaluation mode, so a resumed run resamples
-    exactly as the uninterrupted one. Logs ``remedy/resampled``, the units resampled per epoch.
+    exactly as the uninterrupted one. A resampled unit's window counter restarts at 0. Logs
+    ``remedy/resampled``, the units resampled per epoch, and ``remedy/dead``, the units dead
+    under its window at the epoch's end.
     """
 
     def __init__(self, at: Sequence[float], window: int, pool_size: int, seed: int) -> None:
@@ -139,6 +141,8 @@ class ResampleCallback(pl.Callback):
         sae = pl_module.model.sae
         new = resample_dead(inputs, sq_error, dead, sae.encoder.weight, sae.b_pre, generator)
         apply_resample(sae, new, trainer.optimizers[0])
+        # A fresh unit starts a fresh window: its silence as a dead unit is not its own.
+        pl_module.window.samples_since_fired[new.index.to(pl_module.device)] = 0
         log.info("resampled %d dead units at epoch %d", len(new.index), trainer.current_epoch)
         return len(new.index)
 
@@ -171,6 +175,6 @@ class ResampleCallback(pl.Callback):
         return x, (x - x_hat).pow(2).sum(1)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.log(
-            "remedy/resampled", float(self._count), on_step=False, on_epoch=True, batch_size=1
-        )
+        dead = float(pl_module.window.dead_mask(self.window).sum())
+        for name, value in (("remedy/resampled", float(self._count)), ("remedy/dead", dead)):
+            pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=1)
