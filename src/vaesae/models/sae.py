@@ -60,8 +60,10 @@ class SparseAutoencoder(nn.Module):
       size, 0.09 at 245,760 images. The normalised input delays the exit from that state even
       at weight 0 (README "Scale": epoch 6 or never, against 4-5 for the raw input), and r must
       stay differentiable: cut from the gradient, the SAE terms shrank ||h|| to 0 in an epoch.
-    - ``normalize_decoder``: the owner calls :meth:`normalize_decoder_` after each optimizer step
-      (SAELens' and Anthropic's convention), so codes cannot shrink while W_d grows.
+    - ``normalize_decoder``: the owner calls :meth:`normalize_decoder_` after each optimizer step,
+      rescaling every dictionary column to unit norm (as Bricken et al. 2023 do), so codes
+      cannot shrink while W_d grows. Gao et al.'s code also removes the gradient's component
+      along each column before the step; that projection is not done here.
     - ``detach_loss``: the SAE's own losses (its error, its penalty, AuxK) are computed on a
       detached copy of x, so they train the SAE but cannot move the features it reads: a trunk
       cannot lower the SAE error by making h constant (measured: the collapse above happens
