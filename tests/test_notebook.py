@@ -28,4 +28,5 @@ def test_analysis_notebook_executes_on_a_smoke_sweep(tmp_path_factory, monkeypat
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 4
     tables = [o for o in outputs if "text/markdown" in o.get("data", {})]
-    assert "| dsprites / topk | 1 |" in tables[0]["data"]["text/markdown"]
+    # Smoke runs are far too short to train: the condition is marked untrained (‡).
+    assert "| dsprites / topk ‡ | 1 |" in tables[0]["data"]["text/markdown"]

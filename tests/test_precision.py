@@ -35,7 +35,9 @@ def test_channels_last_selection_and_bad_values():
 @pytest.mark.parametrize("channels", [1, 3])
 def test_fast_path_forward_equals_fp32_within_bf16_tolerance(channels):
     torch.manual_seed(0)
-    model = VAESAE(channels, width=64, k=16).eval()
+    # k = width: Top-k's selection is discontinuous, and a near-tie that rounding flips would move
+    # a code to another unit, a change of selection rather than of precision.
+    model = VAESAE(channels, width=64, k=64).eval()
     x = torch.rand(4, channels, 64, 64)
     reference = model(x)
     fast = model.to(memory_format=torch.channels_last)
