@@ -552,3 +552,14 @@ def test_jumprelu_threshold_moves_at_the_protocols_length():
         opt.step()
     assert start == pytest.approx(64, abs=1)
     assert float(act.penalty(pre, act(pre))) < 0.3 * start
+
+
+def test_jumprelu_threshold_below_its_floor_still_learns_from_the_l0_penalty():
+    act = JumpReLU(3, bandwidth=0.1)
+    with torch.no_grad():
+        act.threshold.copy_(torch.tensor([-0.2, 0.5, -0.01]))  # pushed below the floor
+    pre = torch.tensor([[0.02, 0.51, 0.03], [-0.5, 3.0, 0.0]])
+    assert torch.equal(act(pre), pre * (pre > 1e-6 * torch.tensor([1.0, 5e5, 1.0])))
+    act.penalty(pre, act(pre)).backward()
+    # Units 0 and 2 sit at the floor with samples inside the kernel: the penalty pulls them up.
+    assert act.threshold.grad[0] < 0 and act.threshold.grad[2] < 0

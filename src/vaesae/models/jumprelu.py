@@ -85,7 +85,8 @@ class JumpReLU(SparseActivation):
 
     while the pre-activations get the exact derivative (H(pre - theta) through the jump, none
     through the L0 term): sparsity is bought by raising theta, reconstruction pushes it down.
-    theta is the parameter itself (as in SAELens), floored at ``THETA_MIN`` in the forward pass:
+    theta is the parameter itself (as in SAELens), floored at ``THETA_MIN`` in the forward pass
+    (with a straight-through gradient, so a threshold pushed below the floor can come back):
     under Adam a parameter moves by about the learning rate per step, so theta can cross the
     pre-activations' range (~0.1 under the ``norm`` input, where E||x||^2 = 1) within a few hundred
     steps; a log-parameterised theta would move by lr * theta, 1,000 times slower at 1e-3.
@@ -105,7 +106,10 @@ class JumpReLU(SparseActivation):
 
     @property
     def theta(self) -> Tensor:
-        return self.threshold.clamp_min(THETA_MIN)
+        # The floor passes the gradient straight through: a plain clamp would give a threshold
+        # pushed below it no gradient at all, so the L0 term could never raise it again.
+        floored = self.threshold.clamp_min(THETA_MIN)
+        return self.threshold + (floored - self.threshold).detach()
 
     def forward(self, pre: Tensor) -> Tensor:
         return jump_relu(pre, self.theta, self.bandwidth)
