@@ -454,6 +454,9 @@ def test_arm_trains_and_resumes(tmp_path, monkeypatch, arm, method, extra):
     if arm == "recover":  # the hold is epoch 2
         column = "train/auxk" if method == "topk" else "remedy/resampled"
         assert [r[column] == 0 for r in rows] == [True, True, False]
+    if arm in ("auxk", "batchtopk", "resample", "recover"):
+        # The units the remedy treats are logged in every epoch's own row, epoch 0 included.
+        assert all(0 <= r["remedy/dead"] <= 500 for r in rows), [r.get("remedy/dead") for r in rows]
 
 
 # --- remedies sized to the protocol (windows, scale) ----------------------------------------

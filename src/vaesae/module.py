@@ -37,8 +37,8 @@ class VAESAEModule(pl.LightningModule):
     ``signed_trunk`` go to :class:`vaesae.models.VAESAE`. ``auxk`` (a mapping of
     :class:`vaesae.remedies.AuxKSettings` fields, or None) adds alpha * coef * the AuxK loss from
     its ``start_epoch`` on, with dead units read from the training window counter; ``train/auxk``
-    and ``remedy/dead`` (the units it treats at the epoch's end) are logged whenever it is
-    configured (the loss 0 before it starts). ``init`` and ``logvar_bias`` go to
+    and ``remedy/dead`` (the units it treats, mean over the epoch's steps) are logged whenever it
+    is configured (the loss 0 before it starts). ``init`` and ``logvar_bias`` go to
     :class:`vaesae.models.VAESAE`; with ``data_init`` a fresh run sets the model's data-dependent
     biases from the first ``DATA_INIT_IMAGES`` images of its first epoch before the first step.
     """
@@ -123,9 +123,10 @@ class VAESAEModule(pl.LightningModule):
         logged = {f"train/{name}": terms[name].detach() for name in LOGGED_TERMS}
         if self.auxk is not None:
             aux = out.codes.new_zeros(())
+            # Dead as of the batches before this one, like Gao et al.'s running counter.
+            dead = self.window.dead_mask(self.auxk.window)
+            logged["remedy/dead"] = dead.sum().float()
             if self.auxk.active(self.current_epoch):
-                # Dead as of the batches before this one, like Gao et al.'s running counter.
-                dead = self.window.dead_mask(self.auxk.window)
                 k_aux = self.auxk.k_aux or sae.d_in // 2
                 aux = sae_auxk_loss(sae, out.h, out.h_hat, dead, k_aux)
                 loss = loss + self.hparams.alpha * self.auxk.coef * aux
@@ -145,12 +146,6 @@ class VAESAEModule(pl.LightningModule):
             batch_size=len(x),
         )
         return {"loss": loss, "l0": terms["l0"]}
-
-    def on_train_epoch_end(self) -> None:
-        if self.auxk is not None:
-            # The units AuxK treats (dead under its window) at the epoch's end.
-            dead = self.window.dead_mask(self.auxk.window).sum().float()
-            self.log("remedy/dead", dead, on_step=False, on_epoch=True, batch_size=1)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.model.sae.normalize_decoder:
