@@ -30,6 +30,7 @@ __all__ = [
     "validate_config",
     "schedule_of",
     "steps_per_epoch",
+    "epoch_samples",
     "reference_epoch",
     "THRESHOLD_KINDS",
     "LOGGERS",
@@ -75,6 +76,11 @@ def steps_per_epoch(cfg: DictConfig) -> int:
     if samples is None:
         samples = len(FACTOR_SPACES[cfg.dataset.name])
     return int(samples) // int(cfg.data.batch_size)
+
+
+def epoch_samples(cfg: DictConfig) -> int:
+    """Training samples an epoch actually uses: steps_per_epoch * batch size."""
+    return steps_per_epoch(cfg) * int(cfg.data.batch_size)
 
 
 def reference_epoch(cfg: DictConfig) -> int | None:
@@ -198,11 +204,11 @@ def _validate_arm(cfg: DictConfig) -> None:
             f"arm.resample_at={list(arm.resample_at)} must be fractions in [0, 1]",
         )
         window = _validate_window(cfg, "arm.resample_window", arm.resample_window)
-        epoch_samples = steps_per_epoch(cfg) * int(cfg.data.batch_size)
+        samples = epoch_samples(cfg)
         for f, t in zip(arm.resample_at, resample_epochs(arm, schedule_of(cfg)), strict=True):
             _require(
-                t * epoch_samples >= window,
-                f"arm.resample_at point {f} (epoch {t:g}, {t * epoch_samples:,.0f} training "
+                t * samples >= window,
+                f"arm.resample_at point {f} (epoch {t:g}, {t * samples:,.0f} training "
                 f"samples) comes before one dead window ({window:,} samples) has passed, so it "
                 "could never find a dead unit: move the point later or shorten "
                 "arm.resample_window",
@@ -215,9 +221,9 @@ def _validate_window(cfg: DictConfig, name: str, value: object) -> int:
     if value is not None:
         _positive(name, value)
     schedule = schedule_of(cfg)
-    epoch_samples = steps_per_epoch(cfg) * int(cfg.data.batch_size)
-    window = remedy_window(value, epoch_samples, schedule)
-    squeeze = schedule.schedule_epochs * epoch_samples
+    samples = epoch_samples(cfg)
+    window = remedy_window(value, samples, schedule)
+    squeeze = schedule.schedule_epochs * samples
     _require(
         window <= squeeze,
         f"{name}={window:,} training samples is longer than the squeeze ({squeeze:,} samples, "

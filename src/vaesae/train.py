@@ -27,6 +27,7 @@ from vaesae.arms import arm_callbacks, arm_methods, arm_module_kw
 from vaesae.atomic import write_json
 from vaesae.config import (
     ConfigError,
+    epoch_samples,
     reference_epoch,
     schedule_of,
     steps_per_epoch,
@@ -131,7 +132,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     channels_last = resolve_channels_last(cfg.trainer.channels_last, cfg.trainer.accelerator)
     meta = {**run_meta(cfg), "precision": precision, "channels_last": channels_last}
-    epoch_samples = steps_per_epoch(cfg) * int(cfg.data.batch_size)
+    samples = epoch_samples(cfg)
     try:
         dm = GroundTruthDataModule(
             cfg.dataset.name,
@@ -159,7 +160,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             init=cfg.model.init,
             logvar_bias=cfg.model.logvar_bias,
             data_init=cfg.model.data_init,
-            **arm_module_kw(cfg, schedule, epoch_samples),
+            **arm_module_kw(cfg, schedule, samples),
             beta=cfg.loss.beta,
             alpha=cfg.loss.alpha,
             lr=cfg.optim.lr,
@@ -178,7 +179,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
                 schedule, cfg.schedule.granularity, pressure=cfg.arm.pressure, **controller
             ),
             # Before the evaluation and the recorder, which read what they log each epoch.
-            *arm_callbacks(cfg, schedule, epoch_samples),
+            *arm_callbacks(cfg, schedule, samples),
             evaluation,
             recorder,
             # After the evaluation (it reads its per-unit figures) and the recorder (so the

@@ -261,10 +261,10 @@ def _ratio_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
     return out
 
 
-def revival_ci(runs: list[Run]) -> Interval:
-    """Student-t CI of the mean revival share (`loading.revival_share`) over the runs, floored
-    at the share's resolution 1 / (fewest units dead at k_end)."""
-    shares = [revival_share(r) for r in runs]
+def revival_ci(shares: list[tuple[float, int]]) -> Interval:
+    """Student-t CI of the mean of (share, units dead at k_end) pairs from
+    `loading.revival_share`, one per run, floored at the share's resolution 1 / (fewest units
+    dead at k_end)."""
     dead = [d for _, d in shares if d]
     return mean_ci([x for x, _ in shares], resolution=1.0 / min(dead) if dead else 0.0)
 
@@ -289,8 +289,9 @@ def _recovery_claims(groups: dict[Condition, list[Run]]) -> list[Claim]:
                 Claim(claim, cond.label, "no hold epochs", f"{len(runs)}", INCONCLUSIVE, (cond,))
             )
             continue
-        share = revival_ci(runs)
-        n = sum(math.isfinite(revival_share(r)[0]) for r in runs)
+        shares = [revival_share(r) for r in runs]
+        share = revival_ci(shares)
+        n = sum(math.isfinite(x) for x, _ in shares)
         out.append(
             Claim(
                 claim,

@@ -314,7 +314,7 @@ def _decide(checks: tuple[Check, ...], names: tuple[str, ...], enough: bool) -> 
     if failed:
         return Verdict(DOES_NOT_FALSIFY, checks, "clearly fails: " + ", ".join(failed))
     if not open_:
-        return Verdict(FALSIFIES, checks, f"{names[0][:3]}–(d) all hold")
+        return Verdict(FALSIFIES, checks, "(a)–(d) all hold")
     return Verdict(INCONCLUSIVE, checks, "not shown: " + ", ".join(open_))
 
 
@@ -414,11 +414,11 @@ def recover_lines(rows: list[ArmRow]) -> list[str]:
     for row in rows:
         if row.cond.arm != RECOVER:
             continue
-        share = revival_ci(row.counted)
-        base_share = revival_ci(row.baseline)
+        mine = {r.seed: revival_share(r) for r in row.counted}
+        base = {r.seed: revival_share(r) for r in row.baseline}
+        share, base_share = revival_ci(list(mine.values())), revival_ci(list(base.values()))
         hold = min((r.final_epoch - r.reference_epoch for r in row.counted), default=0)
-        by_seed = {r.seed: revival_share(r)[0] for r in row.baseline}
-        pairs = [(revival_share(r)[0], by_seed[r.seed]) for r in row.counted if r.seed in by_seed]
+        pairs = [(x[0], base[seed][0]) for seed, x in mine.items() if seed in base]
         diff = paired_diff_ci([a for a, _ in pairs], [b for _, b in pairs])
         if not diff.defined:
             answer = "inconclusive (fewer than 2 seeds paired with the baseline)"
