@@ -38,14 +38,18 @@ from vaesae.remedies import (
 from vaesae.train import CONF_DIR, train
 
 ARMS = sorted(p.stem for p in (CONF_DIR / "arm").glob("*.yaml"))
+# The no-pressure controls run under Top-k only: with k = width and lambda = 0 the L1 run would be
+# the same model.
+CONTROLS = {"no_squeeze", "center_no_squeeze", "signed_trunk_no_squeeze"}
 # (arm, method, extra overrides): every arm with every method it applies to.
 COMBINATIONS = [
     *(
         (arm, method, ())
         for arm in ARMS
-        if arm not in {"auxk", "batchtopk", "jumprelu", "recover"}
+        if arm not in {"auxk", "batchtopk", "jumprelu", "recover", *CONTROLS}
         for method in ("topk", "l1")
     ),
+    *((arm, "topk", ()) for arm in sorted(CONTROLS)),
     ("auxk", "topk", ()),
     ("batchtopk", "topk", ()),
     ("jumprelu", "l1", ()),
@@ -105,6 +109,7 @@ def test_arm_composes_into_the_run_name(arm, method, extra):
             "combinations: arm=jumprelu method=l1",
         ),
         (("arm=batchtopk", "method=l1"), "valid combinations: arm=batchtopk method=topk"),
+        (("arm=no_squeeze", "method=l1"), "valid combinations: arm=no_squeeze method=topk"),
         (
             ("arm=recover", "method=l1"),
             "arm=recover (remedy auxk) does not apply to method=l1; "
@@ -143,9 +148,16 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize(
-    "arm, pressure", [("baseline", "schedule"), ("no_squeeze", "none"), ("fixed_k", "fixed")]
+    "arm, pressure, method",
+    [
+        *(
+            (arm, pressure, m)
+            for arm, pressure in (("baseline", "schedule"), ("fixed_k", "fixed"))
+            for m in ("topk", "l1")
+        ),
+        ("no_squeeze", "none", "topk"),
+    ],
 )
-@pytest.mark.parametrize("method", ["topk", "l1"])
 def test_pressure_reaches_the_schedule_callback(tmp_path, monkeypatch, arm, pressure, method):
     seen = {}
 

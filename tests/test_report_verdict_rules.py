@@ -126,3 +126,31 @@ def test_an_arm_is_attributed_against_its_own_architectures_control(tmp_path):
     assert "vs center_no_squeeze" in center.compression.checks[1].text
     assert center.compression.checks[1].text.startswith("+10.0 pp")
     assert center.compression.verdict == DOES_NOT_FALSIFY
+
+
+def test_a_no_pressure_control_run_under_topk_serves_the_l1_arm(tmp_path):
+    # The sweep runs center_no_squeeze once, under Top-k (its L1 run would be the same model), with
+    # k held at the width: complete, not excluded for missing k_end, and the L1 arm's control.
+    def write(arm, method, dead, **kwargs):
+        for s, rate in enumerate(dead):
+            write_run(tmp_path, "dsprites", method, s, rate, arm=arm, recon=100.0 + s, **kwargs)
+
+    write("baseline", "l1", (0.60, 0.62, 0.64))
+    control = {"pressure": "none", "control": "center_no_squeeze"}
+    write(
+        "center_no_squeeze",
+        "topk",
+        (0.20, 0.21, 0.22),
+        l0_ref=400,
+        k_last_ref=500,
+        arm_config=control,
+    )
+    write("center", "l1", (0.30, 0.31, 0.32), arm_config={"control": "center_no_squeeze"})
+    sweep = load_sweep(tmp_path)
+    assert not sweep.excluded
+    rows = {r.cond.arm: r for r in arm_rows(sweep.conditions(), DEFAULT_SETTINGS)}
+    center = rows["center"]
+    assert center.cond.method == "l1"
+    assert [r.condition.method for r in center.control] == ["topk"] * 3
+    assert center.compression.checks[1].text.startswith("+10.0 pp")
+    assert center.compression.verdict == DOES_NOT_FALSIFY

@@ -105,7 +105,7 @@ class SparseAutoencoder(nn.Module):
         method: str = "topk",
         normalize_decoder: bool = False,
         input_norm: str = "none",
-        norm_momentum: float = 0.01,
+        norm_momentum: float = 0.1,
         center: str = "none",
         detach_loss: bool = False,
         **activation_kw: object,

@@ -15,7 +15,9 @@ never squeezed, so its trained runs count.
 
 Attribution = dead(arm, k_end) − dead(its own control, same epoch): the control is the arm's
 config `arm.control` (a control of the same architecture, e.g. `center_no_squeeze` for `center`),
-else `no_squeeze`; the control run is read at the arm run's reference epoch number: a paired-t
+else `no_squeeze` (`control_runs`: of the same method, else of the other, since a no-pressure
+control's Top-k and L1 runs are the same model); the control run is read at the arm run's
+reference epoch number: a paired-t
 interval over seeds when every counted arm seed has a control run of that seed, else Welch.
 
 Two verdicts per arm × dataset × method (× variant), with `Settings` low_dead, quality_margin and
@@ -57,6 +59,7 @@ from vaesae.report.loading import (
     dead_step,
     flatten_config,
     revival_share,
+    squeezed,
     values,
 )
 from vaesae.report.stats import (
@@ -197,9 +200,7 @@ def _at_k(run: Run) -> bool:
 def is_control(runs: list[Run], arm: str) -> bool:
     """`baseline`, or a no-pressure control: `no_squeeze` or any arm whose runs train without
     sparsity pressure (config `arm.pressure` = none, e.g. `center_no_squeeze`)."""
-    if arm in CONTROLS:
-        return True
-    return any(flatten_config(r.config).get("arm.pressure") == "none" for r in runs)
+    return arm in CONTROLS or any(not squeezed(arm, r.config) for r in runs)
 
 
 def control_arm(runs: list[Run]) -> str:
@@ -362,6 +363,22 @@ def judge(
     return literal, compression
 
 
+def control_runs(groups: dict[Condition, list[Run]], cond: Condition, name: str) -> list[Run]:
+    """The runs of control arm `name` for `cond`: those of the same dataset × method × variant,
+    else those of another method. A no-pressure control trains no sparsity rule (k = width,
+    lambda = 0), so its Top-k and L1 runs are the same model and a sweep may run it under one
+    method only (`arm.methods`); it then serves every method."""
+    same = groups.get(cond._replace(arm=name), [])
+    if same:
+        return same
+    others = [
+        runs
+        for c, runs in groups.items()
+        if c._replace(method=cond.method) == cond._replace(arm=name) and is_control(runs, name)
+    ]
+    return others[0] if others else []
+
+
 def arm_rows(groups: dict[Condition, list[Run]], settings: Settings) -> list[ArmRow]:
     """One row per arm condition, in the groups' order, each judged against the baseline of its
     dataset × method × variant (controls: no verdict)."""
@@ -369,7 +386,7 @@ def arm_rows(groups: dict[Condition, list[Run]], settings: Settings) -> list[Arm
     for cond, runs in groups.items():
         base = counted(groups.get(cond._replace(arm=BASELINE), []), BASELINE)
         name = control_arm(runs)
-        control = counted(groups.get(cond._replace(arm=name), []), name)
+        control = counted(control_runs(groups, cond, name), name)
         mine = counted(runs, cond.arm)
         if is_control(runs, cond.arm):
             rows.append(ArmRow(cond, runs, mine, base, control, None, None, name))
@@ -596,7 +613,9 @@ def methods_text(settings: Settings) -> str:
   of the section's statistics and figures.
   - attribution = dead(arm, k_end) − dead(own control, same epoch): the control is the arm's
     `arm.control` (a no-pressure run of the same architecture) or else `no_squeeze`, named in
-    the table, read at the arm run's own reference epoch number: paired t over seeds when every
+    the table; a control run under one method only serves both (with k = width and lambda = 0
+    its Top-k and L1 runs are the same model); it is read at the arm run's own reference epoch
+    number: paired t over seeds when every
     arm seed has a control run of that seed, else Welch, d ± t(df) · √(s_a²/n_a + s_b²/n_b) with
     Welch–Satterthwaite df. Δ dead vs baseline: Welch t-test; Δ recon: Fieller CI of the ratio.
   - settings: low_dead = {low}, quality_margin = {margin}, compression_margin = {added}

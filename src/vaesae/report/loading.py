@@ -68,6 +68,7 @@ __all__ = [
     "run_survivor_alignment",
     "REVIVED_MIN_FREQUENCY",
     "revival_share",
+    "squeezed",
 ]
 
 # Sub-folders that never hold runs (Hydra, submitit, W&B, a run's own outputs).
@@ -374,8 +375,14 @@ def _arm_of(summary: dict[str, Any], config: dict[str, Any]) -> str:
     return str(arm) if arm else BASELINE
 
 
+def squeezed(arm: str, config: dict[str, Any]) -> bool:
+    """Whether a run trained under sparsity pressure: not `no_squeeze` and not an arm whose
+    config says `arm.pressure` = none (such a control keeps k at the width, lambda at 0)."""
+    return arm != NO_SQUEEZE and flatten_config(config).get("arm.pressure") != "none"
+
+
 def _problem(
-    summary: dict[str, Any], rows: list[dict[str, float]], arm: str = BASELINE
+    summary: dict[str, Any], rows: list[dict[str, float]], pressure: bool = True
 ) -> str | None:
     """Why a run cannot enter the statistics, or None when it is complete."""
     status = summary.get("status")
@@ -394,8 +401,8 @@ def _problem(
     if ref not in epochs:
         return f"metrics.csv has no row for reference_epoch {ref} (holds {_span(epochs)})"
     k_last, k_end = rows[epochs.index(ref)].get("sparsity/k_last", math.nan), summary.get("k_end")
-    squeezed = arm != NO_SQUEEZE  # the control keeps k at the width: it never reaches k_end
-    if squeezed and k_end is not None and math.isfinite(k_last) and k_last != float(k_end):
+    # A no-pressure control keeps k at the width: it never reaches k_end.
+    if pressure and k_end is not None and math.isfinite(k_last) and k_last != float(k_end):
         return f"sparsity/k_last = {k_last:g} at reference_epoch {ref}, not k_end = {k_end}"
     return None
 
@@ -416,9 +423,8 @@ def load_run(path: str | Path) -> Run:
         config = _read_config(path)
     except Exception as err:  # any unreadable file (OS, JSON, CSV, YAML) excludes the run
         return Run(path, {}, [], {}, problem=f"unreadable: {type(err).__name__}: {err}")
-    return Run(
-        path, summary, rows, config, problem=_problem(summary, rows, _arm_of(summary, config))
-    )
+    pressure = squeezed(_arm_of(summary, config), config)
+    return Run(path, summary, rows, config, problem=_problem(summary, rows, pressure))
 
 
 def _run_dirs(root: Path) -> Iterable[Path]:

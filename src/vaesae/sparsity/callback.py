@@ -41,12 +41,14 @@ from vaesae.sparsity.l1_controller import (
     L1_KFF,
     L1_KI,
     L1_KI_NEAR,
+    L1_KNEE,
     L1_KP,
     L1_LEAD,
     L1_MAX_FALL,
     L1_MAX_RISE,
     L1_NEAR,
     L1_SMOOTHING,
+    L1_TRACK_LEAD,
     L1Gains,
     L1State,
     l1_control_step,
@@ -89,6 +91,8 @@ class SparsityScheduleCallback(pl.Callback):
         l1_max_fall: float = L1_MAX_FALL,
         l1_lead: int = L1_LEAD,
         l1_ff_lead: int = L1_FF_LEAD,
+        l1_knee: float = L1_KNEE,
+        l1_track_lead: int = L1_TRACK_LEAD,
         pressure: str = "schedule",
     ) -> None:
         if pressure not in PRESSURES:
@@ -112,11 +116,14 @@ class SparsityScheduleCallback(pl.Callback):
             max_fall=l1_max_fall,
             lead=l1_lead,
             ff_lead=l1_ff_lead,
+            knee=l1_knee,
+            track_lead=l1_track_lead,
         )
         self.schedule = schedule if isinstance(schedule, KSchedule) else KSchedule(**schedule)
         self.granularity = granularity
         self.k: int = self.schedule.k(0.0)
         self.k_ahead: int = self.k  # the target gains.lead steps after the current one
+        self.k_tracked: int = self.k  # the target gains.track_lead steps on, the loop's set point
         self.slope_ahead: float | None = None  # log(k(t + d - 1) / k(t + d)), d = gains.ff_lead
         self.l1: L1State = l1_initial_state(self.gains)
         # Device copies of host scalars for logging, rebuilt only when the value changes: building
@@ -155,6 +162,7 @@ class SparsityScheduleCallback(pl.Callback):
             return self.target(self._time(trainer, batch_idx + steps_on), activation.width)
 
         self.k = k_at(0)
+        self.k_tracked = k_at(self.gains.track_lead)
         self.k_ahead = k_at(self.gains.lead)
         d = self.gains.ff_lead
         self.slope_ahead = math.log(k_at(d - 1) / k_at(d)) if d else None
@@ -193,7 +201,13 @@ class SparsityScheduleCallback(pl.Callback):
         l0 = outputs["l0"]
         if _activation(pl_module).control == "penalty" and self.pressure != "none":
             self.l1 = l1_control_step(
-                self.l1, l0, self.k, self.schedule.k_end, self.gains, self.k_ahead, self.slope_ahead
+                self.l1,
+                l0,
+                self.k_tracked,
+                self.schedule.k_end,
+                self.gains,
+                self.k_ahead,
+                self.slope_ahead,
             )
             pl_module.l1_coef = self.l1.coef
         l1_coef = pl_module.l1_coef

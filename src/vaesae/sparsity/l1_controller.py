@@ -168,7 +168,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-L1_COEF_INIT = 1e-3
+L1_COEF_INIT = 0.1
 L1_COEF_MIN = 1e-4
 L1_COEF_MAX = 1e3
 L1_KI = 0.1
@@ -179,8 +179,11 @@ L1_KFF = 3.0
 L1_SMOOTHING = 0.25
 L1_MAX_RISE = 0.05
 L1_MAX_FALL = 0.05
-L1_LEAD = 100
+L1_LEAD = 75
 L1_FF_LEAD = 16
+L1_KNEE = 0.9
+L1_TRACK_LEAD = 16
+NOT_CLIMBED = -1.0  # climb_from before the lead climb's first step
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,8 @@ class L1Gains:
     max_fall: float = L1_MAX_FALL
     lead: int = L1_LEAD
     ff_lead: int = L1_FF_LEAD
+    knee: float = L1_KNEE
+    track_lead: int = L1_TRACK_LEAD
 
     def __post_init__(self) -> None:
         if not 0 < self.coef_min <= self.coef_init <= self.coef_max:
@@ -213,12 +218,14 @@ class L1Gains:
         for name in ("kp", "kff"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"l1_{name}={getattr(self, name)} must be >= 0")
-        for name in ("lead", "ff_lead"):
+        for name in ("lead", "ff_lead", "track_lead"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 0):
                 raise ValueError(f"l1_{name}={value} must be an integer >= 0 (steps)")
         if not self.near >= 1:
             raise ValueError(f"l1_near={self.near} must be >= 1 (a ratio L0 / k)")
+        if not 0 <= self.knee < 1:
+            raise ValueError(f"l1_knee={self.knee} must be in [0, 1) (a ratio of L0s; 0: off)")
         if not 0 < self.smoothing <= 1:
             raise ValueError(f"l1_smoothing={self.smoothing} must be in (0, 1]")
 
@@ -228,7 +235,8 @@ class L1State(NamedTuple):
 
     ``integral`` is I (log lambda), ``coef`` the lambda of the next step, ``error`` the smoothed
     log error e, ``k_prev`` the previous step's target (0 before the first step; a host float,
-    as k is) and ``engaged`` whether the loop is closed.
+    as k is), ``engaged`` whether the loop is closed, ``level`` the smoothed log(L0 + 1) and
+    ``climb_from`` its value at the lead climb's first step (``NOT_CLIMBED`` before).
     """
 
     integral: float | Tensor
@@ -236,22 +244,30 @@ class L1State(NamedTuple):
     error: float | Tensor
     k_prev: float
     engaged: bool | Tensor
+    level: float | Tensor = 0.0
+    climb_from: float | Tensor = -1.0
 
 
 def l1_initial_state(gains: L1Gains, device: torch.device | None = None) -> L1State:
     """State before the first step: lambda = coef_init; tensors on ``device`` when it is given."""
-    state = L1State(math.log(gains.coef_init), gains.coef_init, 0.0, 0.0, False)
+    state = L1State(math.log(gains.coef_init), gains.coef_init, 0.0, 0.0, False, 0.0, NOT_CLIMBED)
     return state if device is None else l1_state_to(state, device)
 
 
 def l1_state_to(state: L1State, device: torch.device) -> L1State:
     """The state with its values as float32 (``engaged``: bool) 0-d tensors on ``device``."""
+
+    def f32(x: float | Tensor) -> Tensor:
+        return torch.as_tensor(x, dtype=torch.float32, device=device)
+
     return L1State(
-        torch.as_tensor(state.integral, dtype=torch.float32, device=device),
-        torch.as_tensor(state.coef, dtype=torch.float32, device=device),
-        torch.as_tensor(state.error, dtype=torch.float32, device=device),
+        f32(state.integral),
+        f32(state.coef),
+        f32(state.error),
         state.k_prev,
         torch.as_tensor(state.engaged, dtype=torch.bool, device=device),
+        f32(state.level),
+        f32(state.climb_from),
     )
 
 
@@ -273,17 +289,24 @@ def l1_control_step(
     (no host synchronisation); with floats the result is floats.
     """
     lo, hi = math.log(gains.coef_min), math.log(gains.coef_max)
-    raw = _log((l0 + 1.0) / (k + 1.0))
+    log_l0 = _log(l0 + 1.0)
+    raw = log_l0 - math.log(k + 1.0)
     if state.k_prev > 0:
         error = state.error + gains.smoothing * (raw - state.error)
+        level = state.level + gains.smoothing * (log_l0 - state.level)
         slope = math.log(state.k_prev / k) if slope is None else slope
     else:
-        error, slope = raw, 0.0
+        error, level, slope = raw, log_l0, 0.0
     engaged = state.engaged | (True if k <= k_end else error >= 0)
     gate = _where(engaged, 1.0, 0.0)
     ahead = k if k_ahead is None else k_ahead
-    leading = ~engaged if isinstance(engaged, Tensor) else not engaged
-    leading = leading & (error + math.log((k + 1.0) / (ahead + 1.0)) >= 0)
+    open_loop = ~engaged if isinstance(engaged, Tensor) else not engaged
+    wants_climb = open_loop & (error + math.log((k + 1.0) / (ahead + 1.0)) >= 0)
+    # level = log(L0 + 1) >= 0, so a negative climb_from means the climb has not started.
+    started = state.climb_from >= 0
+    climb_from = _where(started, state.climb_from, _where(wants_climb, level, NOT_CLIMBED))
+    knee = math.log(gains.knee) if gains.knee > 0 else -math.inf
+    leading = wants_climb & (level - climb_from >= knee)
     feed_forward = gains.kff * slope * _where(error >= 0, 1.0, 0.0)
     near = _clamp(error, 0.0, math.log(gains.near))
     integral_term = gains.ki * error - (gains.ki - gains.ki_near) * near
@@ -291,7 +314,7 @@ def l1_control_step(
     step = gate * step + _where(leading, gains.max_rise, 0.0)
     integral = _clamp(state.integral + step, lo, hi)
     u = _clamp(integral + gate * gains.kp * error, lo, hi)
-    return L1State(integral, _exp(u), error, float(k), engaged)
+    return L1State(integral, _exp(u), error, float(k), engaged, level, climb_from)
 
 
 def _log(x: float | Tensor) -> float | Tensor:
@@ -306,7 +329,7 @@ def _clamp(x: float | Tensor, lo: float, hi: float) -> float | Tensor:
     return x.clamp(lo, hi) if isinstance(x, Tensor) else min(max(x, lo), hi)
 
 
-def _where(cond: bool | Tensor, a: float, b: float) -> float | Tensor:
+def _where(cond: bool | Tensor, a: float | Tensor, b: float | Tensor) -> float | Tensor:
     if isinstance(cond, Tensor):
         return torch.where(cond, a, b)
     return a if cond else b
