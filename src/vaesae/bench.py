@@ -433,5 +433,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return figures
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`vaesae-bench`: `main` without its figures, which a console script would take for an exit
+    status."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

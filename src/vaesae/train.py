@@ -46,7 +46,8 @@ from vaesae.wandb_media import WandbMedia
 
 __all__ = ["train", "main", "CONF_DIR", "SweepFailures"]
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The configs ship inside the package, so an installed wheel finds them from any directory.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("vaesae")
 
 silence_lightning_pytree_warning()
@@ -234,7 +235,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
     return {"status": status, "run_dir": str(run_dir)}
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     quiet_lightning_notes()  # they add nothing to a run's own log lines
     hc = HydraConfig.get()
