@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SWEEP ?=
 
-.PHONY: install test lint demo bench report reproduce falsify falsify-cpu clean
+.PHONY: install test lint typecheck docs demo bench report reproduce falsify falsify-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +18,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests
+# The same checks as .pre-commit-config.yaml, then the docs (strict: a broken link fails) and the
+# test suite.
+test: lint typecheck docs
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/basedpyright
+
+# The docs site into site/ (mkdocs.yml); open site/index.html, or serve it: .venv/bin/mkdocs serve
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
 
 DEMO_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
 DEMO_DIR ?= outputs/demo/$(DEMO_STAMP)
@@ -71,4 +80,4 @@ bench: $(STAMP)
 	$(BIN)/python -m vaesae.bench --json outputs/bench.json
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs site .pytest_cache .ruff_cache

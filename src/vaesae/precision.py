@@ -16,6 +16,8 @@ do not depend on the path.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed")
+# What a run trains in: Lightning's precision names for the two paths this tool offers.
+TrainPrecision = Literal["32-true", "bf16-mixed"]
 CHANNELS_LAST = ("auto", True, False)
 
 
@@ -35,14 +39,14 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def resolve_precision(setting: str | int, accelerator: str) -> str:
+def resolve_precision(setting: str | int, accelerator: str) -> TrainPrecision:
     """Lightning precision for ``trainer.precision`` on ``accelerator`` ("cpu" or "gpu")."""
     setting = "32-true" if str(setting) in ("32", "32-true") else str(setting)
     if setting not in PRECISIONS:
         raise ValueError(
             f"trainer.precision={setting!r} is not valid; choose one of: auto, 32, bf16-mixed"
         )
-    if setting != "auto":
+    if setting == "32-true" or setting == "bf16-mixed":
         return setting
     native = accelerator == "gpu" or cpu_has_native_bf16()
     return "bf16-mixed" if native else "32-true"

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -146,7 +147,11 @@ def gbt_importance(
     else:
         from joblib import Parallel, delayed
 
-        fits = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_fit_factor)(*job) for job in jobs)
+        # joblib is untyped; its default return_as="list" gives one result per job, in order.
+        fits = cast(
+            list[tuple[np.ndarray, float, float]],
+            Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_fit_factor)(*job) for job in jobs),
+        )
     importance = torch.from_numpy(np.stack([fit[0] for fit in fits], 1).astype(np.float64))
     train = float(np.mean([fit[1] for fit in fits]))
     test = float(np.mean([fit[2] for fit in fits]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +69,7 @@ class VAESAE(nn.Module):
             raise ValueError(f"unknown sae.site={site!r}; valid: {', '.join(SAE_SITES)}")
         if init not in INIT_SCHEMES:
             raise ValueError(f"unknown model.init={init!r}; valid: {', '.join(INIT_SCHEMES)}")
-        activation_kw = dict(rule_kw or {})
+        activation_kw: dict[str, Any] = dict(rule_kw or {})
         if activation_class(method).control == "k":
             activation_kw["k"] = k
         self.site = site

@@ -98,6 +98,9 @@ class SparseAutoencoder(nn.Module):
     ``momentum`` serves both running statistics (r and c).
     """
 
+    input_rms: Tensor
+    input_mean: Tensor
+
     def __init__(
         self,
         d_in: int = 256,

@@ -71,7 +71,7 @@ def image_page(
         if present is not None:
             flat[~present.cpu().reshape(-1)] = _GREY / 255
         grid = Image.fromarray(image_grid(flat, ncols=n, pad=PAD))
-        grid = grid.resize((grid.width * SCALE, grid.height * SCALE), Image.NEAREST)
+        grid = grid.resize((grid.width * SCALE, grid.height * SCALE), Image.Resampling.NEAREST)
         page = Image.new("RGB", (LABEL_WIDTH + grid.width, HEADER + grid.height), (255,) * 3)
         page.paste(grid, (LABEL_WIDTH, HEADER))
     needed = 8 + max((int(math.ceil(font.getlength(line))) for line in caption), default=0)
