@@ -5,9 +5,9 @@
 - precision ``auto``: ``bf16-mixed`` (bf16 autocast, fp32 weights and optimizer) on a GPU and on a
   CPU whose oneDNN has native bf16 kernels (AVX-512 BF16 or AMX, as reported by
   ``torch.ops.mkldnn._is_mkldnn_bf16_supported``); ``32-true`` elsewhere, because on a CPU without
-  them bf16 is emulated and measured several times slower than fp32 (BENCHMARKS.md).
+  them bf16 is emulated and measured several times slower than fp32 (docs: Benchmarks).
 - channels_last ``auto``: on, everywhere: NHWC convolutions beat the NCHW default with fp32 and
-  with bf16 on the CPUs measured (BENCHMARKS.md), and cuDNN prefers NHWC for bf16 too.
+  with bf16 on the CPUs measured (docs: Benchmarks), and cuDNN prefers NHWC for bf16 too.
 
 Only training runs on the fast path: Lightning's autocast wraps the training step, and the
 per-epoch evaluation (dead rules, MIG, semantics) runs outside it in fp32, so metric definitions

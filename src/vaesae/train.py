@@ -1,4 +1,4 @@
-"""Hydra entry point: python -m vaesae.train [group=option ...] [-m for sweeps].
+"""Hydra entry point: `vaesae-train [group=option ...]` (add `-m` for a sweep).
 
 `train(cfg, run_dir)` builds the data module, the model and the callbacks from a composed config
 and trains; `main` adds Hydra's run directory and keeps one failed job of a sweep from stopping

@@ -96,7 +96,7 @@ def response_figure(
     labels: Sequence[str],
     title: str,
 ) -> Figure:
-    """Rows = units, columns = factors: cell (u, k) plots unit u's mean activation (curves[k][u],
+    """Rows = units, columns = factors: cell (u, k) plots unit u's mean activation (`curves[k][u]`,
     one value per class of factor k) against factor k's values. A cell's bottom edge is
     activation 0 and its top the row's largest mean (printed with the row's label), so the
     cells of a row share one scale; its x axis spans the factor's range (printed under the
