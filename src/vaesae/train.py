@@ -42,6 +42,7 @@ from vaesae.pictures.compute import resolve_epochs
 from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.records import LastCheckpoint, RunRecorder
 from vaesae.sparsity import SparsityScheduleCallback
+from vaesae.walltime import RunProgressBar, WallTimeEstimate
 from vaesae.wandb_media import WandbMedia
 
 __all__ = ["train", "main", "CONF_DIR", "SweepFailures"]
@@ -175,6 +176,11 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
         evaluation = EvaluationCallback(_eval_settings(cfg), reference_epoch(cfg), dci_epochs)
         recorder = RunRecorder(run_dir, meta, evaluation, cfg.metrics.recon_images)
         pictures = NeuronPicturesCallback.from_config(cfg, run_dir, evaluation)
+        walltime = WallTimeEstimate(
+            steps_per_epoch(cfg) * schedule.total_epochs,
+            schedule.total_epochs,
+            cfg.trainer.accelerator,
+        )
         callbacks = [
             SparsityScheduleCallback(
                 schedule, cfg.schedule.granularity, pressure=cfg.arm.pressure, **controller
@@ -194,8 +200,12 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
                 run_dir,
                 evaluation.settings.primary_name,
             ),
+            # After the evaluation and the pictures, so an epoch's end is timed with them.
+            walltime,
             LastCheckpoint(run_dir),
         ]
+        if cfg.trainer.progress_bar:
+            callbacks.append(RunProgressBar(walltime))
         trainer = pl.Trainer(
             max_epochs=schedule.total_epochs,
             accelerator=cfg.trainer.accelerator,
