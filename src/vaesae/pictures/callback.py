@@ -27,7 +27,6 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from vaesae.atomic import write_json
-from vaesae.config import reference_epoch, schedule_of
 from vaesae.data.datamodule import attached_datamodule
 from vaesae.data.factors import FactorSpace
 from vaesae.evaluation import EvaluationCallback, collect_codes
@@ -66,11 +65,13 @@ class PictureSettings:
     views: tuple[str, ...] = field(default=VIEWS)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> PictureSettings:
-        p = cfg.pictures
-        total = schedule_of(cfg).total_epochs
+    def from_config(
+        cls, p: DictConfig, reference_epoch: int | None, total_epochs: int
+    ) -> PictureSettings:
+        """From the `pictures` node, with the run's reference epoch and epoch count (the run's
+        plan, derived once by the caller)."""
         return cls(
-            epochs=resolve_epochs(list(p.epochs), reference_epoch(cfg), total),
+            epochs=resolve_epochs(list(p.epochs), reference_epoch, total_epochs),
             num_units=int(p.num_units),
             images_per_unit=int(p.images_per_unit),
             traversal_steps=int(p.traversal_steps),
@@ -205,12 +206,6 @@ class NeuronPicturesCallback(pl.Callback):
         self.out_dir = Path(run_dir) / "neurons"
         self.evaluation = evaluation
         self.settings = settings
-
-    @classmethod
-    def from_config(
-        cls, cfg: DictConfig, run_dir: str | Path, evaluation: EvaluationCallback
-    ) -> NeuronPicturesCallback:
-        return cls(run_dir, evaluation, PictureSettings.from_config(cfg))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         epoch = trainer.current_epoch
