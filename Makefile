@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SWEEP ?=
 
-.PHONY: install test lint demo bench report reproduce falsify falsify-cpu clean
+.PHONY: install test lint typecheck docs demo bench report reproduce falsify falsify-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +18,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests
+# The same checks as .pre-commit-config.yaml, then the docs (strict: a broken link fails) and the
+# test suite.
+test: lint typecheck docs
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/basedpyright
+
+# The docs site into site/ (mkdocs.yml); open site/index.html, or serve it: .venv/bin/mkdocs serve
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 DEMO_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
 DEMO_DIR ?= outputs/demo/$(DEMO_STAMP)
@@ -40,7 +49,7 @@ report: $(STAMP)
 	@test -n "$(SWEEP)" || { echo "usage: make report SWEEP=<sweep dir> [REPORT_DIR=<out dir>] [RULE=<dead rule>]"; exit 2; }
 	$(BIN)/python -m vaesae.report $(SWEEP) --out $(or $(REPORT_DIR),$(SWEEP)/report) $(if $(RULE),--rule $(RULE))
 
-# The paper protocol (12 runs x 150 full-size epochs; see README for the cost), then its report.
+# The paper protocol (12 runs x 150 full-size epochs; docs/scaling.md gives the cost), then its report.
 # Extra Hydra overrides go in REPRO_ARGS, e.g.
 #   make reproduce REPRO_ARGS="trainer=gpu hydra/launcher=slurm_gpu hydra.launcher.partition=gpu"
 REPRO_DIR ?= outputs/paper/$(DEMO_STAMP)
@@ -50,7 +59,7 @@ reproduce: $(STAMP)
 	$(BIN)/python -m vaesae.report $(REPRO_DIR) --out $(REPRO_DIR)/report
 	@echo "report: $(REPRO_DIR)/report/report.md"
 
-# Is the collapse intrinsic? Every arm x dataset x method x 3 seeds, then the report (README
+# Is the collapse intrinsic? Every arm x dataset x method x 3 seeds, then the report (docs/results.md
 # "Is the collapse intrinsic?"). falsify is the paper-scale GPU study (REPRO_ARGS as above);
 # falsify-cpu the demo-size one for 2 cores. An interrupted study continues with
 #   make falsify-cpu FALSIFY_CPU_DIR=<its dir> FALSIFY_ARGS=resume=true
@@ -71,4 +80,4 @@ bench: $(STAMP)
 	$(BIN)/python -m vaesae.bench --json outputs/bench.json
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs site .pytest_cache .ruff_cache

@@ -210,3 +210,40 @@ def test_paired_ci_covers_at_the_nominal_rate_with_three_seeds():
     assert MIN_COVERAGE <= coverage(intervals, 0.1) <= 0.97
     widths = np.array([ci.high - ci.low for ci in intervals])
     assert np.median(widths) < 0.2
+
+
+def test_the_intervals_equal_the_hand_written_t_formulas_and_scipys():
+    rng = np.random.default_rng(11)
+    for n_a, n_b in [(2, 2), (3, 3), (3, 5), (6, 4)]:
+        a, b = rng.normal(0.4, 0.05, n_a), rng.normal(0.3, 0.08, n_b)
+        for confidence in (0.9, 0.95):
+            # Student t: mean ± t(n-1) s / sqrt(n), and scipy's ttest_1samp interval.
+            half = stats.t.ppf((1 + confidence) / 2, n_a - 1) * a.std(ddof=1) / math.sqrt(n_a)
+            ci = mean_ci(a, confidence)
+            ref = stats.ttest_1samp(a, 0.0).confidence_interval(confidence)
+            assert (ci.low, ci.high) == pytest.approx((a.mean() - half, a.mean() + half))
+            assert (ci.low, ci.high) == pytest.approx((ref.low, ref.high))
+            # Paired t: scipy's ttest_rel interval of the differences.
+            c = a + rng.normal(0.0, 0.02, n_a)
+            ci = paired_diff_ci(a, c, confidence)
+            ref = stats.ttest_rel(a, c).confidence_interval(confidence)
+            assert (ci.low, ci.high) == pytest.approx((ref.low, ref.high))
+            # Welch: d ± t(df) sqrt(v_a + v_b) with Welch-Satterthwaite df.
+            va, vb = a.var(ddof=1) / n_a, b.var(ddof=1) / n_b
+            df = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1))
+            half = stats.t.ppf((1 + confidence) / 2, df) * math.sqrt(va + vb)
+            d = a.mean() - b.mean()
+            ci = welch_diff_ci(a, b, confidence)
+            assert (ci.low, ci.high) == pytest.approx((d - half, d + half))
+
+
+def test_the_resolution_floor_still_widens_an_interval_scipy_would_not():
+    x = [0.300, 0.302, 0.300]  # s^2 = 1.3e-6, above the floor of a 1/500 grid, 3.3e-7
+    tight = [0.300, 0.3001, 0.300]  # s^2 = 3.3e-9, below the floor of a 1/500 grid
+    floored = mean_ci(tight, resolution=1 / 500)
+    scipy_ci = stats.ttest_1samp(tight, 0.0).confidence_interval()
+    assert floored.high - floored.low > 2 * (scipy_ci.high - scipy_ci.low)
+    half = stats.t.ppf(0.975, 2) * math.sqrt((1 / 500) ** 2 / 12 / 3)
+    assert floored.high - floored.estimate == pytest.approx(half)
+    # Above the floor the resolution changes nothing.
+    assert mean_ci(x, resolution=1 / 500) == mean_ci(x)

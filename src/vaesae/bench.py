@@ -29,6 +29,7 @@ from vaesae.metrics.reference import (
     reference_modularity,
     reference_sap,
 )
+from vaesae.precision import TrainPrecision
 
 # dSprites factor sizes (shape, scale, orientation, pos_x, pos_y) and the evaluation-set size.
 FACTOR_SIZES = (3, 6, 40, 32, 32)
@@ -144,7 +145,7 @@ def metrics_section() -> dict[str, float]:
     n_train, n_test = min(DCI_TRAIN, n // 2), min(DCI_TEST, n // 4)
     sub = factors[:, :DCI_FACTORS]
     split = (latent[:n_train], sub[:n_train], latent[-n_test:], sub[-n_test:])
-    split_np = tuple(t.numpy() for t in split)
+    split_np = (split[0].numpy(), split[1].numpy(), split[2].numpy(), split[3].numpy())
     name = f"dci_{n_train}x{latent.shape[1]}"
     ours_d, ref_d = dci(*split), reference_dci(*split_np)
     _compare(
@@ -263,7 +264,12 @@ def plain_loop_img_per_s(
 
 
 def lightning_img_per_s(
-    dm, steps: int, warmup: int, precision: str, channels_last: bool, accelerator: str = "cpu"
+    dm,
+    steps: int,
+    warmup: int,
+    precision: TrainPrecision,
+    channels_last: bool,
+    accelerator: str = "cpu",
 ):
     """The steps of :func:`plain_loop_img_per_s` through ``Trainer.fit`` with the schedule
     callback of real runs: images/s over the timed steps, and the trained module."""
@@ -433,5 +439,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return figures
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`vaesae-bench`: `main` without its figures, which a console script would take for an exit
+    status."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -6,6 +6,8 @@ that compose but cannot work, each with one line that names the setting and its 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -215,7 +217,7 @@ def _validate_arm(cfg: DictConfig) -> None:
             )
 
 
-def _validate_window(cfg: DictConfig, name: str, value: object) -> int:
+def _validate_window(cfg: DictConfig, name: str, value: int | None) -> int:
     """A remedy's dead window: null (the default) or a positive number of samples no longer than
     the squeeze (a longer one cannot see the squeeze's victims before k_end); returns it."""
     if value is not None:
@@ -233,16 +235,16 @@ def _validate_window(cfg: DictConfig, name: str, value: object) -> int:
     return window
 
 
-def _validate_epochs(name: str, epochs: object, total: int) -> None:
+def _validate_epochs(name: str, epochs: Sequence[object], total: int) -> None:
     """A list of epochs: names (first, reference, final) or numbers within the run."""
     _require(
         OmegaConf.is_list(epochs) or isinstance(epochs, list | tuple),
         f"{name}={epochs!r} must be a list, e.g. [{', '.join(EPOCH_NAMES)}] ([] for none)",
     )
     for entry in epochs:
-        number = isinstance(entry, int) and not isinstance(entry, bool)
+        number = isinstance(entry, int) and not isinstance(entry, bool) and 0 <= entry < total
         _require(
-            entry in EPOCH_NAMES or (number and 0 <= entry < total),
+            entry in EPOCH_NAMES or number,
             f"{name} entry {entry!r} is not valid; choose one of: "
             f"{', '.join(EPOCH_NAMES)}, or an epoch number 0..{total - 1}",
         )

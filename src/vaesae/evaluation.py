@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from vaesae.data.datamodule import attached_datamodule
 from vaesae.metrics import (
     FiringStats,
     FiringSummary,
@@ -32,6 +33,10 @@ from vaesae.metrics import (
     sap,
 )
 from vaesae.models import bernoulli_recon
+
+if TYPE_CHECKING:
+    # Type-only: the callbacks are built before, and without, the training module.
+    from vaesae.module import VAESAEModule
 
 __all__ = [
     "EvalSettings",
@@ -229,7 +234,7 @@ def _dci_scores(z: Tensor, factors: Tensor, samples: int, view: str) -> dict[str
 
 @torch.no_grad()
 def collect_codes(
-    module: pl.LightningModule,
+    module: VAESAEModule,
     batches,
     firing: FiringStats | None = None,
     quality: ReconStats | None = None,
@@ -283,7 +288,7 @@ class EvaluationCallback(pl.Callback):
     """
 
     def __init__(
-        self, settings: EvalSettings, reference_epoch: int, dci_epochs: tuple[int, ...] = ()
+        self, settings: EvalSettings, reference_epoch: int | None, dci_epochs: tuple[int, ...] = ()
     ) -> None:
         self.settings = settings
         self.reference_epoch = reference_epoch
@@ -293,8 +298,8 @@ class EvaluationCallback(pl.Callback):
         self.samples: tuple[Tensor, Tensor] | None = None
         self.levels: ReconLevels | None = None
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dm = trainer.datamodule
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
+        dm = attached_datamodule(trainer)
         if self.levels is None:
             self.levels = recon_levels(
                 pl_module.to_input(images) for images, _ in dm.eval_batches(pl_module.device)

@@ -53,7 +53,7 @@ def save_grid(
     atomically."""
     grid = Image.fromarray(image_grid(images, ncols, group=group))
     if scale > 1:
-        grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
     with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG")
     return Path(path)

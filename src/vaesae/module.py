@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from vaesae.data.datamodule import attached_datamodule
 from vaesae.metrics import SamplesSinceFired, fvu
 from vaesae.models import VAESAE, vae_sae_loss
 from vaesae.remedies import AuxKSettings, sae_auxk_loss
@@ -95,20 +96,21 @@ class VAESAEModule(pl.LightningModule):
     def to_input(self, images: Tensor) -> Tensor:
         """uint8 images 0..255 -> float in [0, 1] (the Bernoulli targets), in the model's layout."""
         x = images.float().div_(255.0)
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
     def setup(self, stage: str) -> None:
-        if self.hparams.channels_last:
+        if self.hparams["channels_last"]:
             # In place, so checkpoints restore into the same layout.
-            self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format, which torch's typed overloads leave out.
+            self.model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
 
     def on_train_start(self) -> None:
         # After a checkpoint is restored, so a resumed run (global_step > 0) keeps its weights.
-        if not self.hparams.data_init or self.global_step > 0:
+        if not self.hparams["data_init"] or self.global_step > 0:
             return
-        dm = self.trainer.datamodule
+        dm = attached_datamodule(self.trainer)
         first = dm.epoch_factors(0)[:DATA_INIT_IMAGES].to(self.device)
         self.model.init_from_data_(self.to_input(dm.images(first)))
 
@@ -118,7 +120,9 @@ class VAESAEModule(pl.LightningModule):
         out = self.model(x)
         sae = self.model.sae
         penalty = sae.activation.penalty(out.pre, out.codes)
-        terms = vae_sae_loss(out, x, self.hparams.beta, self.hparams.alpha, self.l1_coef, penalty)
+        terms = vae_sae_loss(
+            out, x, self.hparams["beta"], self.hparams["alpha"], self.l1_coef, penalty
+        )
         loss = terms["loss"]
         logged = {f"train/{name}": terms[name].detach() for name in LOGGED_TERMS}
         if self.auxk is not None:
@@ -129,7 +133,7 @@ class VAESAEModule(pl.LightningModule):
             if self.auxk.active(self.current_epoch):
                 k_aux = self.auxk.k_aux or sae.d_in // 2
                 aux = sae_auxk_loss(sae, out.h, out.h_hat, dead, k_aux)
-                loss = loss + self.hparams.alpha * self.auxk.coef * aux
+                loss = loss + self.hparams["alpha"] * self.auxk.coef * aux
             logged["train/auxk"] = aux.detach()
             logged["train/loss"] = loss.detach()
         self.window.update(out.codes.detach())
@@ -154,9 +158,10 @@ class VAESAEModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The posterior samples draw from the global generators: saving them makes a resumed run
         # repeat the uninterrupted one exactly.
-        checkpoint["rng_state"] = {"cpu": torch.get_rng_state()}
+        rng_state: dict[str, Tensor | list[Tensor]] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
-            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+            rng_state["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng_state"] = rng_state
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("rng_state")
@@ -166,4 +171,4 @@ class VAESAEModule(pl.LightningModule):
                 torch.cuda.set_rng_state_all(state["cuda"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])

@@ -5,9 +5,9 @@
 - precision ``auto``: ``bf16-mixed`` (bf16 autocast, fp32 weights and optimizer) on a GPU and on a
   CPU whose oneDNN has native bf16 kernels (AVX-512 BF16 or AMX, as reported by
   ``torch.ops.mkldnn._is_mkldnn_bf16_supported``); ``32-true`` elsewhere, because on a CPU without
-  them bf16 is emulated and measured several times slower than fp32 (BENCHMARKS.md).
+  them bf16 is emulated and measured several times slower than fp32 (docs: Benchmarks).
 - channels_last ``auto``: on, everywhere: NHWC convolutions beat the NCHW default with fp32 and
-  with bf16 on the CPUs measured (BENCHMARKS.md), and cuDNN prefers NHWC for bf16 too.
+  with bf16 on the CPUs measured (docs: Benchmarks), and cuDNN prefers NHWC for bf16 too.
 
 Only training runs on the fast path: Lightning's autocast wraps the training step, and the
 per-epoch evaluation (dead rules, MIG, semantics) runs outside it in fp32, so metric definitions
@@ -15,6 +15,8 @@ do not depend on the path.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 
@@ -27,6 +29,8 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed")
+# What a run trains in: Lightning's precision names for the two paths this tool offers.
+TrainPrecision = Literal["32-true", "bf16-mixed"]
 CHANNELS_LAST = ("auto", True, False)
 
 
@@ -35,14 +39,14 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def resolve_precision(setting: str | int, accelerator: str) -> str:
+def resolve_precision(setting: str | int, accelerator: str) -> TrainPrecision:
     """Lightning precision for ``trainer.precision`` on ``accelerator`` ("cpu" or "gpu")."""
     setting = "32-true" if str(setting) in ("32", "32-true") else str(setting)
     if setting not in PRECISIONS:
         raise ValueError(
             f"trainer.precision={setting!r} is not valid; choose one of: auto, 32, bf16-mixed"
         )
-    if setting != "auto":
+    if setting == "32-true" or setting == "bf16-mixed":
         return setting
     native = accelerator == "gpu" or cpu_has_native_bf16()
     return "bf16-mixed" if native else "32-true"

@@ -12,15 +12,20 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
 from vaesae.atomic import atomic_path, write_json, write_text
+from vaesae.data.datamodule import attached_datamodule
 from vaesae.evaluation import EvalResult, EvaluationCallback
 from vaesae.imageio import save_grid
+
+if TYPE_CHECKING:
+    # Type-only: the callbacks are built before, and without, the training module.
+    from vaesae.module import VAESAEModule
 
 __all__ = ["RunRecorder", "LastCheckpoint", "read_metrics_csv", "SUMMARY_KEYS"]
 
@@ -124,7 +129,7 @@ class RunRecorder(pl.Callback):
         self.samples_seen = int(state_dict["samples_seen"])
         self.started = time.time()
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         # Called after a checkpoint is restored, so current_epoch is the epoch about to run.
         if self.metrics_path.exists():
             # Resuming: keep the rows of the epochs the checkpoint has completed.
@@ -133,13 +138,13 @@ class RunRecorder(pl.Callback):
             ]
         self.write_summary("running")
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.samples_seen += len(batch[0])
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         self.train_seconds += time.perf_counter() - self._epoch_start
         row = {"epoch": float(trainer.current_epoch)}
         row.update({k: _number(v) for k, v in sorted(trainer.callback_metrics.items())})
@@ -174,12 +179,12 @@ class RunRecorder(pl.Callback):
             "frequency": result.frequency.cpu().numpy(),
             "alignment": result.alignment.cpu().numpy(),
             "normalized_mi": result.normalized_mi.cpu().numpy(),
-            "factor_names": np.array(trainer.datamodule.dataset.factor_names),
+            "factor_names": np.array(attached_datamodule(trainer).dataset.factor_names),
             **{f"dead_{rule}": mask.cpu().numpy() for rule, mask in result.dead.items()},
         }
         with atomic_path(self.run_dir / "neurons" / f"epoch_{epoch:03d}.npz") as tmp:
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
+                np.savez_compressed(fh, allow_pickle=False, **arrays)
 
     def finish(self, status: str, **extra: Any) -> None:
         """Final summary (and, after training, the reconstructions of the last evaluation)."""
@@ -200,6 +205,6 @@ class LastCheckpoint(pl.Callback):
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / "checkpoints" / "last.ckpt"
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         with atomic_path(self.path) as tmp:
             trainer.save_checkpoint(tmp, weights_only=False)

@@ -1,4 +1,4 @@
-"""Hydra entry point: python -m vaesae.train [group=option ...] [-m for sweeps].
+"""Hydra entry point: `vaesae-train [group=option ...]` (add `-m` for a sweep).
 
 `train(cfg, run_dir)` builds the data module, the model and the callbacks from a composed config
 and trains; `main` adds Hydra's run directory and keeps one failed job of a sweep from stopping
@@ -37,16 +37,18 @@ from vaesae.console import quiet_lightning_notes, silence_lightning_pytree_warni
 from vaesae.data.datamodule import GroundTruthDataModule
 from vaesae.evaluation import EvalSettings, EvaluationCallback
 from vaesae.module import VAESAEModule
-from vaesae.pictures.callback import NeuronPicturesCallback
+from vaesae.pictures.callback import NeuronPicturesCallback, PictureSettings
 from vaesae.pictures.compute import resolve_epochs
 from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.records import LastCheckpoint, RunRecorder
 from vaesae.sparsity import SparsityScheduleCallback
+from vaesae.walltime import RunProgressBar, WallTimeEstimate
 from vaesae.wandb_media import WandbMedia
 
 __all__ = ["train", "main", "CONF_DIR", "SweepFailures"]
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The configs ship inside the package, so an installed wheel finds them from any directory.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("vaesae")
 
 silence_lightning_pytree_warning()
@@ -112,7 +114,9 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
     """Train one run into `run_dir`; returns its summary. Raises ConfigError before any work."""
     run_dir = Path(run_dir)
     validate_config(cfg)
+    # The run's plan, derived once from the config and handed to every callback.
     schedule = schedule_of(cfg)
+    steps, ref_epoch = steps_per_epoch(cfg), reference_epoch(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(int(cfg.trainer.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -168,12 +172,19 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
         )
         # The L1 controller's settings (conf/method/l1.yaml), checked by the callback.
         controller = {k: v for k, v in cfg.method.items() if k.startswith("l1_")}
-        dci_epochs = resolve_epochs(
-            list(cfg.metrics.dci_epochs), reference_epoch(cfg), schedule.total_epochs
-        )
-        evaluation = EvaluationCallback(_eval_settings(cfg), reference_epoch(cfg), dci_epochs)
+        dci_epochs = resolve_epochs(list(cfg.metrics.dci_epochs), ref_epoch, schedule.total_epochs)
+        evaluation = EvaluationCallback(_eval_settings(cfg), ref_epoch, dci_epochs)
         recorder = RunRecorder(run_dir, meta, evaluation, cfg.metrics.recon_images)
-        pictures = NeuronPicturesCallback.from_config(cfg, run_dir, evaluation)
+        pictures = NeuronPicturesCallback(
+            run_dir,
+            evaluation,
+            PictureSettings.from_config(cfg.pictures, ref_epoch, schedule.total_epochs),
+        )
+        walltime = WallTimeEstimate(
+            steps * schedule.total_epochs,
+            schedule.total_epochs,
+            cfg.trainer.accelerator,
+        )
         callbacks = [
             SparsityScheduleCallback(
                 schedule, cfg.schedule.granularity, pressure=cfg.arm.pressure, **controller
@@ -189,12 +200,16 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             WandbMedia(
                 evaluation,
                 pictures.settings.epochs,
-                reference_epoch(cfg),
+                ref_epoch,
                 run_dir,
                 evaluation.settings.primary_name,
             ),
+            # After the evaluation and the pictures, so an epoch's end is timed with them.
+            walltime,
             LastCheckpoint(run_dir),
         ]
+        if cfg.trainer.progress_bar:
+            callbacks.append(RunProgressBar(walltime))
         trainer = pl.Trainer(
             max_epochs=schedule.total_epochs,
             accelerator=cfg.trainer.accelerator,
@@ -207,7 +222,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             enable_model_summary=False,
             # Everything is logged per epoch; this only keeps Lightning from warning that an
             # epoch has fewer steps than its default interval of 50.
-            log_every_n_steps=min(50, steps_per_epoch(cfg)),
+            log_every_n_steps=min(50, steps),
             default_root_dir=str(run_dir),
         )
     except Exception as err:
@@ -234,7 +249,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
     return {"status": status, "run_dir": str(run_dir)}
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     quiet_lightning_notes()  # they add nothing to a run's own log lines
     hc = HydraConfig.get()

@@ -17,18 +17,23 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from vaesae.data.datamodule import attached_datamodule
 from vaesae.evaluation import EvalResult, EvaluationCallback
 from vaesae.imageio import image_grid
 
+if TYPE_CHECKING:
+    # Type-only: the callbacks are built before, and without, the training module.
+    from vaesae.module import VAESAEModule
+
 __all__ = ["NEURON_COLUMNS", "neuron_table", "firing_log10", "WandbMedia"]
 
-NEURON_COLUMNS = ["unit", "firing_frequency", "alignment", "best_factor", "dead"]
+NEURON_COLUMNS: list[Any] = ["unit", "firing_frequency", "alignment", "best_factor", "dead"]
 
 
 def neuron_table(
@@ -77,7 +82,7 @@ class WandbMedia(pl.Callback):
         self,
         evaluation: EvaluationCallback,
         epochs: Collection[int],
-        reference_epoch: int,
+        reference_epoch: int | None,
         run_dir: str | Path,
         primary: str,
     ) -> None:
@@ -93,13 +98,13 @@ class WandbMedia(pl.Callback):
 
         return [lg.experiment for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         for run in self._runs(trainer):
             # Lightning made trainer/global_step the axis of "*"; the later definition wins.
             run.define_metric("epoch")
             run.define_metric("*", step_metric="epoch")
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         runs, result = self._runs(trainer), self.evaluation.last
         if not runs or result is None:
             return
@@ -111,7 +116,7 @@ class WandbMedia(pl.Callback):
                 "mig_latent_at_k_end": result.scalars["mig/latent"],
                 "mig_sae_at_k_end": result.scalars["mig/sae"],
             }
-        if epoch == trainer.max_epochs - 1:
+        if epoch == (trainer.max_epochs or 0) - 1:
             summary["dead_final"] = result.scalars["dead/primary"]
         media = self._media(trainer, result, epoch) if epoch in self.epochs else {}
         for run in runs:
@@ -122,9 +127,11 @@ class WandbMedia(pl.Callback):
     def _media(self, trainer: pl.Trainer, result: EvalResult, epoch: int) -> dict[str, Any]:
         import wandb
 
-        names = trainer.datamodule.dataset.factor_names
+        names = attached_datamodule(trainer).dataset.factor_names
         media: dict[str, Any] = {
-            "media/firing_log10_frequency": wandb.Histogram(firing_log10(result.frequency)),
+            "media/firing_log10_frequency": wandb.Histogram(
+                firing_log10(result.frequency).tolist()
+            ),
             "media/neurons": wandb.Table(
                 columns=NEURON_COLUMNS, data=neuron_table(result, names, self.primary)
             ),

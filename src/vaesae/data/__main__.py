@@ -87,7 +87,7 @@ def compare_reference(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vaesae.data", description=__doc__.split("\n")[0]
+        prog="python -m vaesae.data", description=(__doc__ or "").split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("export", help="write the procedural dataset in the official file format")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import lightning as L
 import torch
@@ -48,6 +49,15 @@ class FactorBatches:
         factors = self.factors_fn()
         for i in range(len(self)):
             yield factors[i * self.batch_size : (i + 1) * self.batch_size]
+
+
+def attached_datamodule(trainer: L.Trainer) -> GroundTruthDataModule:
+    """The data module that ``trainer.fit(..., datamodule=...)`` attached to ``trainer``.
+
+    Lightning sets ``trainer.datamodule`` at fit time, so a static checker cannot see it; the
+    callbacks read it through here.
+    """
+    return cast(GroundTruthDataModule, trainer.datamodule)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 class GroundTruthDataModule(L.LightningDataModule):

@@ -160,7 +160,7 @@ def _read_dsprites_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
             def get(flat: str, nested: str) -> np.ndarray:
                 for key in (flat, nested):
                     if key in f:
-                        return f[key][()]
+                        return np.asarray(_h5_array(path, f, key)[()])
                 raise DataFileError(
                     path, f"missing '{flat}' (or '{nested}'); found keys {sorted(f.keys())}"
                 )
@@ -172,6 +172,14 @@ def _read_dsprites_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
             )
     except OSError as err:
         raise DataFileError(path, f"not a readable HDF5 file (truncated?): {err}") from err
+
+
+def _h5_array(path: Path, f: h5py.File, key: str) -> h5py.Dataset:
+    """``f[key]``, which must be an array: a group of that name is a malformed file."""
+    item = f[key]
+    if not isinstance(item, h5py.Dataset):
+        raise DataFileError(path, f"'{key}' must be an array; found a {type(item).__name__}")
+    return item
 
 
 def read_dsprites(path: str | os.PathLike) -> FileData:
@@ -216,7 +224,7 @@ def read_shapes3d(path: str | os.PathLike, progress: bool = True) -> FileData:
         with h5py.File(path, "r") as f:
             missing = {"images", "labels"} - set(f.keys())
             _expect(path, not missing, f"missing keys {sorted(missing)}; found {sorted(f.keys())}")
-            images, labels = f["images"], f["labels"]
+            images, labels = _h5_array(path, f, "images"), _h5_array(path, f, "labels")
             n = images.shape[0]
             _expect(
                 path,

@@ -38,7 +38,8 @@ N_HUES = 10
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, stop) index ranges of the True runs of a 1-D boolean array."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
 
 
 def _gif_content_box(frame: np.ndarray) -> tuple[int, int, int, int]:

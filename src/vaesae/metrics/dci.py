@@ -22,14 +22,10 @@ when ``R`` is all zeros both weights become uniform (``rho_d = 1/D``, ``sigma_k 
 Cost and choice of importance model: the trees are fitted exactly as disentanglement_lib does; no
 faster substitute is offered. A multi-class GBT fits one tree per class per stage (one per stage
 for two classes) on every code dimension, so the cost grows as about N log N * D * sum_k classes_k.
-Measured on one busy core (scikit-learn 1.9, one factor, N = 2,000 training samples): D = 10 with
-3 classes 2.7 s, with 6 classes 4.8 s; D = 50 with 6 classes 18.6 s. A paper-scale SAE evaluation
-(N = 10,000, hundreds of alive codes, dSprites' 113 classes over 5 factors) would take hours, so
-DCI belongs to the reference epochs, on a subsample, on the latent mean or on the alive codes.
-``n_jobs`` fits the factors' classifiers in parallel threads (the trees are built without the
-GIL) without changing any figure. Random forests (one of Eastwood & Williams' own regressors) were
-tried as the faster model and rejected because they do not agree: on a one-to-one code (3 factors,
-noise 0.1, N = 1,000) their importances gave D = C = 0.60 where GBT gives 1.00.
+At paper scale (hundreds of alive codes, dSprites' 113 classes) that is hours, so DCI runs only
+at the reference epochs, on a subsample (timings and the rejected random-forest model: docs,
+*Benchmarks*). ``n_jobs`` fits the factors' classifiers in parallel threads (the trees are built
+without the GIL) without changing any figure.
 ``random_state`` (default 0) fixes the trees' tie-breaking between equally good splits, which
 disentanglement_lib leaves unseeded; pass None for its behaviour.
 """
@@ -38,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -146,7 +143,11 @@ def gbt_importance(
     else:
         from joblib import Parallel, delayed
 
-        fits = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_fit_factor)(*job) for job in jobs)
+        # joblib is untyped; its default return_as="list" gives one result per job, in order.
+        fits = cast(
+            list[tuple[np.ndarray, float, float]],
+            Parallel(n_jobs=n_jobs, prefer="threads")(delayed(_fit_factor)(*job) for job in jobs),
+        )
     importance = torch.from_numpy(np.stack([fit[0] for fit in fits], 1).astype(np.float64))
     train = float(np.mean([fit[1] for fit in fits]))
     test = float(np.mean([fit[2] for fit in fits]))

@@ -13,7 +13,7 @@ from vaesae.models.activations import (
     register_activation,
 )
 from vaesae.models.batchtopk import BatchTopK
-from vaesae.models.hybrid import SAE_SITES, VAESAE, VAESAEOutput
+from vaesae.models.hybrid import SAE_SITES, VAESAE
 from vaesae.models.init import INIT_SCHEMES
 from vaesae.models.jumprelu import JumpReLU
 from vaesae.models.losses import (
@@ -25,6 +25,7 @@ from vaesae.models.losses import (
     sae_mse,
     vae_sae_loss,
 )
+from vaesae.models.outputs import VAESAEOutput
 from vaesae.models.sae import CENTERS, INPUT_NORMS, SAEOutput, SparseAutoencoder
 from vaesae.models.vae import ConvDecoder, ConvEncoder, GaussianHead, reparameterize
 

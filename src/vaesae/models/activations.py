@@ -13,7 +13,7 @@ declares how its sparsity is controlled, which is all the schedule callback need
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -45,12 +45,13 @@ class SparseActivation(nn.Module):
         return l1_norm(codes)
 
 
-def register_activation(
-    name: str,
-) -> Callable[[type[SparseActivation]], type[SparseActivation]]:
+RuleT = TypeVar("RuleT", bound=type[SparseActivation])
+
+
+def register_activation(name: str) -> Callable[[RuleT], RuleT]:
     """Class decorator adding an activation rule to ``ACTIVATIONS`` under ``name``."""
 
-    def add(cls: type[SparseActivation]) -> type[SparseActivation]:
+    def add(cls: RuleT) -> RuleT:
         if name in ACTIVATIONS:
             raise ValueError(f"activation method {name!r} is already registered")
         if cls.control not in CONTROLS:

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from vaesae.models.activations import activation_class
 from vaesae.models.init import INIT_SCHEMES, he_init_, set_output_bias_
+from vaesae.models.outputs import VAESAEOutput
 from vaesae.models.sae import CENTERS, SparseAutoencoder
 from vaesae.models.vae import ConvDecoder, ConvEncoder, GaussianHead, reparameterize
 
 SAE_SITES = ("hidden", "latent")
-
-
-class VAESAEOutput(NamedTuple):
-    """Everything one forward pass produces (B = batch size)."""
-
-    logits: Tensor  # (B, C, 64, 64) Bernoulli logits of the reconstruction
-    mu: Tensor  # (B, d_z) posterior mean
-    logvar: Tensor  # (B, d_z) posterior log-variance
-    z: Tensor  # (B, d_z) decoder input: a posterior sample in train mode, mu in eval mode
-    h: Tensor  # (B, d_in) SAE input (h - c) / r: trunk features (site=hidden) or mu (site=latent)
-    codes: Tensor  # (B, width) SAE activations s
-    h_hat: Tensor  # (B, d_in) SAE reconstruction of (h - c) / r (the SAE's normalised units)
-    scale: Tensor  # () the SAE's input normalisation r: raw features are h * r + c
-    pre: Tensor  # (B, width) SAE pre-activations (what the activation rule turned into codes)
 
 
 class VAESAE(nn.Module):
@@ -69,7 +56,7 @@ class VAESAE(nn.Module):
             raise ValueError(f"unknown sae.site={site!r}; valid: {', '.join(SAE_SITES)}")
         if init not in INIT_SCHEMES:
             raise ValueError(f"unknown model.init={init!r}; valid: {', '.join(INIT_SCHEMES)}")
-        activation_kw = dict(rule_kw or {})
+        activation_kw: dict[str, Any] = dict(rule_kw or {})
         if activation_class(method).control == "k":
             activation_kw["k"] = k
         self.site = site

@@ -70,6 +70,9 @@ def he_init_(net: nn.Sequential) -> None:
 def set_output_bias_(layer: nn.Module, x: Tensor, eps: float = 1e-4) -> Tensor:
     """bias_c <- logit(mean of channel c of images x (B, C, H, W) in [0, 1]), the mean clipped to
     [eps, 1 - eps]; returns the new bias. A zero-weight decoder then outputs the mean colour."""
+    bias = layer.bias
+    if not isinstance(bias, Tensor):
+        raise ValueError(f"{layer} has no bias to set from the data")
     mean = x.float().mean(dim=(0, 2, 3)).clamp(eps, 1.0 - eps)
-    layer.bias.copy_(torch.logit(mean).to(layer.bias.dtype))
-    return layer.bias
+    bias.copy_(torch.logit(mean).to(bias.dtype))
+    return bias

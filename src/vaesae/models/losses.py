@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-if TYPE_CHECKING:  # the activation rules import these functions, and the model imports the rules
-    from vaesae.models.hybrid import VAESAEOutput
+from vaesae.models.outputs import VAESAEOutput
 
 LOSS_TERMS = ("loss", "recon", "kl", "sae_mse", "l1", "penalty", "l0")
 

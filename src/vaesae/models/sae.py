@@ -33,70 +33,45 @@ class SparseAutoencoder(nn.Module):
     initialised as the transpose of a decoder with unit-norm columns, so every unit starts as a
     matched filter of its own dictionary direction (the usual tied initialisation).
 
-    Scale. In the forward path of a VAE, scaling the trunk features h by c and the latent head by
-    1/c leaves the VAE unchanged but would scale the SAE's squared error by c^2 and its L1 term by
-    c, so a penalty could be met by shrinking h instead of by sparser codes, and an absolute
-    activation threshold would move with c. Two options make the objective scale-free; the
-    class's own defaults are the raw SAE, the project's configuration (``conf/model/default.yaml``)
-    turns on ``input_norm="norm"`` and ``normalize_decoder`` (README "Scale" gives the measurements
-    behind that choice):
+    Scale. Scaling the trunk features h by c and the latent head by 1/c leaves a VAE unchanged
+    but scales the raw SAE error by c^2 and its L1 term by c, so two options make the objective
+    scale-free. The class's own defaults are the raw SAE; the project's configuration
+    (``conf/model/default.yaml``) turns on ``input_norm="norm"`` and ``normalize_decoder``
+    (measurements: docs, *Model and objective*):
 
-    - ``input_norm="batch"``: the SAE works on x = h / r with r = sqrt(mean_{batch, features}
-      h^2), the root-mean-square feature of the training batch (differentiable, so there is no
-      gradient towards shrinking h); evaluation uses the running mean of r
-      (``r_run <- r_run + momentum (r - r_run)``, the first batch copied), saved in checkpoints.
-      Codes and the SAE error are then in units of that RMS feature. ``"norm"``: r =
-      sqrt(mean_batch ||h||^2), so mean ||x||^2 = 1 and the SAE error is the fraction of the
-      input's energy left unexplained (the same running mean in evaluation). ``"none"``: r = 1.
-      Measured on the demo (dSprites, Top-k, with ``normalize_decoder``): ``"batch"`` left 4 of
-      6 runs at the no-information reconstruction. A constant h, which b_pre alone
-      reconstructs, is the cheapest minimum of the SAE error, and ``"batch"`` weights that error
-      by ~d_in = 256; one ``"norm"`` run sat in that state (SAE error 0.01, ||h|| 0.2, ~580
-      nats/image) for 6 epochs before leaving it. ``"norm"`` trained like the raw objective
-      (seeds 0 and 1: 116 and 123 nats/image after 15 epochs, 51 % and 73 % dead at k_end), but
-      at an error weight of 1 its SAE error stayed at 0.85-1.3, i.e. the SAE explained almost
-      none of its input: the VAE's reconstruction term decided what x_hat carried. At weight 10
-      (the configured default) the error fell to 0.25 (dSprites) and 0.70 (Shapes3D) at demo
-      size, 0.09 at 245,760 images. The normalised input delays the exit from that state even
-      at weight 0 (README "Scale": epoch 6 or never, against 4-5 for the raw input), and r must
-      stay differentiable: cut from the gradient, the SAE terms shrank ||h|| to 0 in an epoch.
+    - ``input_norm``: the SAE works on x = h / r. ``"batch"``: r = sqrt(mean_{batch, features}
+      h^2), the RMS feature; ``"norm"``: r = sqrt(mean_batch ||h||^2), so mean ||x||^2 = 1 and
+      the SAE error is the fraction of the input's energy left unexplained; ``"none"``: r = 1.
+      r stays differentiable (cut from the gradient, the SAE terms can shrink h to 0); evaluation
+      uses its running mean ``r_run <- r_run + momentum (r - r_run)`` (the first batch copied),
+      saved in checkpoints.
     - ``normalize_decoder``: the owner calls :meth:`normalize_decoder_` after each optimizer step,
-      rescaling every dictionary column to unit norm (as Bricken et al. 2023 do), so codes
-      cannot shrink while W_d grows. Gao et al.'s code also removes the gradient's component
-      along each column before the step; that projection is not done here.
+      rescaling every dictionary column to unit norm (Bricken et al. 2023), so codes cannot shrink
+      while W_d grows. Gao et al.'s projection of the gradient off each column is not done.
     - ``detach_loss``: the SAE's own losses (its error, its penalty, AuxK) are computed on a
-      detached copy of x, so they train the SAE but cannot move the features it reads: a trunk
-      cannot lower the SAE error by making h constant (measured: the collapse above happens
-      anyway, so it is not driven by the SAE error). The forward path,
-      ``recon``, has the same value and passes the rest of the model's gradient to x through the
-      units that fired, as the activation itself does (dy/dpre = 1 on kept units, 0 elsewhere,
-      for Top-k, BatchTopK, ReLU and JumpReLU): ``s_path = s + (pre(x) - pre(sg(x))) * 1[s != 0]``
-      with sg the stop-gradient, so the activation (and BatchTopK's threshold) runs once.
+      detached copy of x, so they train the SAE without moving the features it reads. The
+      forward path ``recon`` has the same value and passes the rest of the model's gradient to x
+      through the units that fired, as the activation does (dy/dpre = 1 on kept units):
+      ``s_path = s + (pre(x) - pre(sg(x))) * 1[s != 0]``, sg the stop-gradient, so the activation
+      (and BatchTopK's threshold) runs once.
 
-    Centre. The trunk's features are ReLU outputs, so h has a large common mean; with the tied
-    initialisation every unit then sees mostly that mean and the same units win every sample.
-    ``center`` removes it:
+    Centre c (``center``), because ReLU features share a large mean that makes the same tied
+    units win every sample:
 
-    - ``"none"``: c = 0, and b_pre (zero-initialised, learned) is the only centring;
-    - ``"ema"`` (the data-mean centring that Bricken et al. 2023 and Gao et al. 2024 get by
-      initialising b_pre to the data's geometric median, kept current as the trunk drifts, the
-      way batch normalisation keeps its statistics): c (d_in, in the units of h) is a running
-      mean of h, ``c <- c + momentum (mean_batch h - c)`` in training (the first batch copied; no
-      gradient), used as it stands in evaluation and saved in checkpoints (``input_mean``). The
-      SAE works on x = (h - c) / r and c is added back to its reconstruction: ``recon = x_hat *
-      r + c``. Under ``input_norm="batch"``, r = sqrt(mean_{batch, features} (h - c)^2): divided
-      by the RMS of h itself, the variation that the codes carry could be made negligible by a
-      large constant in h, which the centre absorbs for free (one demo run so built ended in
-      posterior collapse, ~570 nats per image, with an SAE error of ~0.01);
-    - ``"init"``: c = 0 and b_pre is set to the mean of x over the first training batch, then
-      learned (the data-mean initialisation of Anthropic's and OpenAI's SAEs, which use the
-      geometric median or mean of the data); ``input_mean`` records that first mean.
-
-    On the demo (dSprites, Top-k, seeds 0 and 1) ``ema`` left 33-35 % of the units dead at k_end
-    against 60-62 % without a centre and 53-60 % with ``init``, at the same reconstruction.
+    - ``"none"``: c = 0; b_pre (zero-initialised, learned) is the only centring;
+    - ``"ema"``: c <- c + momentum (mean_batch h - c) in training (the first batch copied; no
+      gradient), fixed in evaluation and saved as ``input_mean``; the SAE works on
+      x = (h - c) / r and ``recon = x_hat * r + c``; under ``"batch"`` r is the RMS of h - c.
+      The data-mean centring of Bricken et al. 2023 and Gao et al. 2024, kept current as the
+      trunk drifts;
+    - ``"init"``: c = 0 and b_pre <- the mean of x over the first training batch, then learned
+      (the data-mean initialisation of Anthropic's and OpenAI's SAEs); ``input_mean`` keeps it.
 
     ``momentum`` serves both running statistics (r and c).
     """
+
+    input_rms: Tensor
+    input_mean: Tensor
 
     def __init__(
         self,

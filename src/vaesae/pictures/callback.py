@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from vaesae.atomic import write_json
-from vaesae.config import reference_epoch, schedule_of
+from vaesae.data.datamodule import attached_datamodule
 from vaesae.data.factors import FactorSpace
 from vaesae.evaluation import EvaluationCallback, collect_codes
 from vaesae.models import VAESAE
@@ -41,6 +41,10 @@ from vaesae.pictures.compute import (
     traversal_images,
 )
 from vaesae.pictures.render import image_page, response_figure, save_figure, save_image
+
+if TYPE_CHECKING:
+    # Type-only: the callbacks are built before, and without, the training module.
+    from vaesae.module import VAESAEModule
 
 __all__ = ["PictureSettings", "write_pictures", "picture_name", "NeuronPicturesCallback", "KINDS"]
 
@@ -61,11 +65,13 @@ class PictureSettings:
     views: tuple[str, ...] = field(default=VIEWS)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> PictureSettings:
-        p = cfg.pictures
-        total = schedule_of(cfg).total_epochs
+    def from_config(
+        cls, p: DictConfig, reference_epoch: int | None, total_epochs: int
+    ) -> PictureSettings:
+        """From the `pictures` node, with the run's reference epoch and epoch count (the run's
+        plan, derived once by the caller)."""
         return cls(
-            epochs=resolve_epochs(list(p.epochs), reference_epoch(cfg), total),
+            epochs=resolve_epochs(list(p.epochs), reference_epoch, total_epochs),
             num_units=int(p.num_units),
             images_per_unit=int(p.images_per_unit),
             traversal_steps=int(p.traversal_steps),
@@ -201,20 +207,14 @@ class NeuronPicturesCallback(pl.Callback):
         self.evaluation = evaluation
         self.settings = settings
 
-    @classmethod
-    def from_config(
-        cls, cfg: DictConfig, run_dir: str | Path, evaluation: EvaluationCallback
-    ) -> NeuronPicturesCallback:
-        return cls(run_dir, evaluation, PictureSettings.from_config(cfg))
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         epoch = trainer.current_epoch
         result = self.evaluation.last
         if epoch not in self.settings.epochs or result is None or not trainer.is_global_zero:
             return
         start = time.perf_counter()
         try:
-            dm = trainer.datamodule
+            dm = attached_datamodule(trainer)
             device = pl_module.device
             _, codes, factors, _, _ = collect_codes(pl_module, dm.eval_batches(device))
             rule = self.evaluation.settings.primary_name

@@ -71,7 +71,7 @@ def image_page(
         if present is not None:
             flat[~present.cpu().reshape(-1)] = _GREY / 255
         grid = Image.fromarray(image_grid(flat, ncols=n, pad=PAD))
-        grid = grid.resize((grid.width * SCALE, grid.height * SCALE), Image.NEAREST)
+        grid = grid.resize((grid.width * SCALE, grid.height * SCALE), Image.Resampling.NEAREST)
         page = Image.new("RGB", (LABEL_WIDTH + grid.width, HEADER + grid.height), (255,) * 3)
         page.paste(grid, (LABEL_WIDTH, HEADER))
     needed = 8 + max((int(math.ceil(font.getlength(line))) for line in caption), default=0)
@@ -96,7 +96,7 @@ def response_figure(
     labels: Sequence[str],
     title: str,
 ) -> Figure:
-    """Rows = units, columns = factors: cell (u, k) plots unit u's mean activation (curves[k][u],
+    """Rows = units, columns = factors: cell (u, k) plots unit u's mean activation (`curves[k][u]`,
     one value per class of factor k) against factor k's values. A cell's bottom edge is
     activation 0 and its top the row's largest mean (printed with the row's label), so the
     cells of a row share one scale; its x axis spans the factor's range (printed under the

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from vaesae.data.datamodule import attached_datamodule
 from vaesae.models import SparseAutoencoder
+
+if TYPE_CHECKING:
+    # Type-only: the callbacks are built before, and without, the training module.
+    from vaesae.module import VAESAEModule
 
 log = logging.getLogger("vaesae")
 
@@ -120,11 +125,11 @@ class ResampleCallback(pl.Callback):
         self.seed = seed
         self._count = 0
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         self._count = 0
 
     def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: VAESAEModule, batch: Any, batch_idx: int
     ) -> None:
         steps = trainer.num_training_batches
         t = trainer.current_epoch + batch_idx / steps
@@ -132,7 +137,7 @@ class ResampleCallback(pl.Callback):
             if t - 1 / steps < point <= t:
                 self._count += self.resample(trainer, pl_module, i)
 
-    def resample(self, trainer: pl.Trainer, pl_module: pl.LightningModule, point: int) -> int:
+    def resample(self, trainer: pl.Trainer, pl_module: VAESAEModule, point: int) -> int:
         dead = pl_module.window.dead_mask(self.window)
         if not dead.any():
             return 0
@@ -148,7 +153,7 @@ class ResampleCallback(pl.Callback):
 
     @torch.no_grad()
     def _pool(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, point: int
+        self, trainer: pl.Trainer, pl_module: VAESAEModule, point: int
     ) -> tuple[Tensor, Tensor]:
         """Normalised SAE inputs x and squared errors ||x - x_hat||^2 of a fresh pool.
 
@@ -156,7 +161,7 @@ class ResampleCallback(pl.Callback):
         not by the running RMS of evaluation, which lags the trunk early in training; the
         resampled weights must fit the inputs that training will feed them.
         """
-        dm = trainer.datamodule
+        dm = attached_datamodule(trainer)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * (point + 1))
         factors = dm.dataset.sample_factors(self.pool_size, gen).to(pl_module.device)
         sae = pl_module.model.sae
@@ -174,7 +179,7 @@ class ResampleCallback(pl.Callback):
             pl_module.train(was_training)
         return x, (x - x_hat).pow(2).sum(1)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         dead = float(pl_module.window.dead_mask(self.window).sum())
         for name, value in (("remedy/resampled", float(self._count)), ("remedy/dead", dead)):
             pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=1)

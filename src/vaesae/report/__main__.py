@@ -94,5 +94,11 @@ def main(argv: list[str] | None = None) -> Path:
     return path
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`vaesae-report`: `main` without its return value, which a console script would take for
+    an exit status."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

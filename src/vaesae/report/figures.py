@@ -8,6 +8,7 @@ per-neuron alignment heatmaps; for a sweep with arms, dead rate per epoch and at
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -251,7 +252,9 @@ def write_figures(
         "alignment_heatmaps": alignment_heatmaps,
     }
     if any("eval/gap_closed" in r.columns for runs in groups.values() for r in runs):
-        makers["gap_closed_vs_epoch"] = lambda g: gap_closed_vs_epoch(g, min_gap_closed)
+        makers["gap_closed_vs_epoch"] = functools.partial(
+            gap_closed_vs_epoch, min_gap_closed=min_gap_closed
+        )
     return {name: _save(make(groups), out_dir / f"{name}.png") for name, make in makers.items()}
 
 

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -365,7 +365,7 @@ def _read_config(path: Path) -> dict[str, Any]:
         return _read_json(path / "config.json")
     hydra_cfg = path / ".hydra" / "config.yaml"
     if hydra_cfg.exists():
-        return OmegaConf.to_container(OmegaConf.load(hydra_cfg), resolve=False)
+        return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.load(hydra_cfg)))
     return {}
 
 
@@ -478,7 +478,7 @@ def _use_rule(runs: list[Run], rule: str) -> None:
     """Make `rule` the one read as `dead/primary` in every complete run."""
     valid = report_rules(runs)
     if runs and rule not in valid:
-        sizes = sorted({r.eval_size for r in runs if r.never_by_construction(rule)})
+        sizes = sorted({r.eval_size or 0 for r in runs if r.never_by_construction(rule)})
         if any(rule not in r.rules for r in runs):
             why = "not a dead-neuron rule (dead/NAME column) logged by every complete run"
         else:

@@ -13,7 +13,9 @@ the time. All treat the per-seed values as independent draws from a normal distr
   degrees of freedom.
 
 ``t(df)`` is the (1 + confidence) / 2 quantile of Student's t with df degrees of freedom
-(`scipy.stats.t.ppf`); s is the sample standard deviation (n - 1).
+(`scipy.stats.t.ppf`); s is the sample standard deviation (n - 1). The Student-t and Welch
+intervals are scipy's (``ttest_1samp`` / ``ttest_ind(equal_var=False)`` ``.confidence_interval``)
+wherever the resolution floor below does not bind; Fieller's, which scipy lacks, is written out.
 
 Resolution. A quantity measured on a grid of step Δ (a dead rate moves in steps of 1/width) can
 repeat exactly over seeds, and s = 0 would give a zero-width interval and p = 0. Every function
@@ -89,6 +91,12 @@ def _variance(x: np.ndarray, resolution: float) -> float:
     return max(s2, resolution**2 / 12.0)
 
 
+def _floored(x: np.ndarray, resolution: float) -> bool:
+    """Whether `_variance` replaces the sample variance of x by the floor (or by 0), so that
+    scipy's interval, which uses s^2 itself, would differ."""
+    return _constant(x) or float(x.var(ddof=1)) < resolution**2 / 12.0
+
+
 def _t_quantile(confidence: float, df: float) -> float:
     """The two-sided critical value: the (1 + confidence) / 2 quantile of t with df d.o.f."""
     if not 0 < confidence < 1:
@@ -116,10 +124,15 @@ def mean_ci(
     mean, _, n = mean_std(x)
     if n < 2:
         return Interval(mean, math.nan, math.nan)
-    var = _variance(_finite(x), resolution)
+    a = _finite(x)
+    var = _variance(a, resolution)
     if var == 0:
         return Interval(mean, math.nan, math.nan)
-    half = _t_quantile(confidence, n - 1) * math.sqrt(var / n)
+    t = _t_quantile(confidence, n - 1)
+    if not _floored(a, resolution):
+        ci = stats.ttest_1samp(a, 0.0).confidence_interval(confidence)
+        return Interval(mean, float(ci.low), float(ci.high))
+    half = t * math.sqrt(var / n)
     return Interval(mean, mean - half, mean + half)
 
 
@@ -161,7 +174,11 @@ def welch_diff_ci(
     if va + vb == 0:
         return Interval(diff, math.nan, math.nan)
     df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
-    half = _t_quantile(confidence, df) * math.sqrt(va + vb)
+    t = _t_quantile(confidence, df)
+    if not (_floored(x, resolution) or _floored(y, resolution)):
+        ci = stats.ttest_ind(x, y, equal_var=False).confidence_interval(confidence)
+        return Interval(diff, float(ci.low), float(ci.high))
+    half = t * math.sqrt(va + vb)
     return Interval(diff, diff - half, diff + half)
 
 

@@ -17,7 +17,6 @@ from vaesae.report.loading import (
     Condition,
     Run,
     dead_step,
-    epoch_of,
     run_survivor_alignment,
     values,
 )
@@ -68,7 +67,7 @@ def condition_label(cond: Condition, runs: Iterable[Run]) -> str:
     return label + (f" {UNTRAINED_MARK}" if any(r.untrained for r in runs) else "")
 
 
-def fmt_mean_std(x: np.ndarray, scale: float = 1.0, digits: int = 1) -> str:
+def fmt_mean_std(x: np.ndarray | Sequence[float], scale: float = 1.0, digits: int = 1) -> str:
     """'mean ± std' of the finite values (only the mean for one value, 'n/a' for none)."""
     mean, std, n = mean_std(np.asarray(x) * scale)
     if n == 0:
@@ -356,7 +355,7 @@ def summary_csv(runs: list[Run]) -> str:
             row += [run.reference_epoch, run.final_epoch]
             row += [str(run.path)]
             for f in figures:
-                row += [run.value(f, epoch_of(run, e)) for e in ("start", "reference", "final")]
+                row += [values([run], f, e)[0] for e in ("start", "reference", "final")]
         else:
             row += ["", "", "", "", "", str(run.path)] + [""] * (3 * len(figures))
         writer.writerow(row)

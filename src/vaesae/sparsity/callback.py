@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from vaesae.models.activations import SparseActivation
+from vaesae.models.activations import SparseActivation, TopK
 from vaesae.sparsity.l1_controller import (
     L1_COEF_INIT,
     L1_COEF_MAX,
@@ -56,6 +56,10 @@ from vaesae.sparsity.l1_controller import (
     l1_state_to,
 )
 from vaesae.sparsity.schedule import KSchedule
+
+if TYPE_CHECKING:
+    # Type-only: the callbacks are built before, and without, the training module.
+    from vaesae.module import VAESAEModule
 
 GRANULARITIES = ("step", "epoch")
 # What the squeeze applies: the schedule's k(t); none (k = width, lambda = 0: the no-squeeze
@@ -143,10 +147,10 @@ class SparsityScheduleCallback(pl.Callback):
             return self.schedule.k_end
         return self.schedule.k(epoch)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         self.schedule.validate(width=_activation(pl_module).width)
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         if self.granularity == "step" and not math.isfinite(trainer.num_training_batches):
             raise ValueError(
                 "schedule granularity='step' needs a train dataloader with a length;"
@@ -154,7 +158,7 @@ class SparsityScheduleCallback(pl.Callback):
             )
 
     def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        self, trainer: pl.Trainer, pl_module: VAESAEModule, batch: Any, batch_idx: int
     ) -> None:
         activation = _activation(pl_module)
 
@@ -167,7 +171,7 @@ class SparsityScheduleCallback(pl.Callback):
         d = self.gains.ff_lead
         self.slope_ahead = math.log(k_at(d - 1) / k_at(d)) if d else None
         if activation.control == "k":
-            activation.k = self.k
+            cast(TopK, activation).k = self.k
         elif self.pressure == "none":
             pl_module.l1_coef = 0.0
         else:
@@ -186,7 +190,7 @@ class SparsityScheduleCallback(pl.Callback):
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
+        pl_module: VAESAEModule,
         outputs: Any,
         batch: Any,
         batch_idx: int,
@@ -219,7 +223,7 @@ class SparsityScheduleCallback(pl.Callback):
         pl_module.log("sparsity/l0", l0, **log)
         pl_module.log("sparsity/l1_coef", l1_coef, **log)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         k_last = self._device_scalar("k", self.k, pl_module.device)
         pl_module.log("sparsity/k_last", k_last, on_step=False, on_epoch=True, batch_size=1)
 
@@ -246,5 +250,5 @@ class SparsityScheduleCallback(pl.Callback):
         return cached[1]
 
 
-def _activation(pl_module: pl.LightningModule) -> SparseActivation:
+def _activation(pl_module: VAESAEModule) -> SparseActivation:
     return pl_module.model.sae.activation
