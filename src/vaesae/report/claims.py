@@ -51,6 +51,7 @@ that were read.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -394,10 +395,13 @@ def rule_exclusions(
             continue
         reasons = {}
         for cond, runs in groups.items():
-            sizes = sorted({r.eval_size for r in runs if r.never_by_construction(rule)})
-            if sizes:
+            sizes = sorted(
+                {size for r in runs if r.never_by_construction(rule) and (size := r.eval_size)}
+            )
+            tau = frequency_tau(rule)
+            if sizes and tau is not None:
                 reasons[cond] = (
-                    f"N · τ = {', '.join(map(str, sizes))} × {float(frequency_tau(rule)):g} ≤ 1: "
+                    f"N · τ = {', '.join(map(str, sizes))} × {float(tau):g} ≤ 1: "
                     "one firing already meets τ, so it flags exactly the never-firing neurons"
                 )
             elif all(_equals_never(r, rule) for r in runs):
@@ -455,7 +459,7 @@ def _rule_claims(groups: dict[Condition, list[Run]], rules: list[str]) -> list[C
     return out
 
 
-def _conditions(counted: dict[Condition, object], groups: dict[Condition, list[Run]]) -> str:
+def _conditions(counted: Mapping[Condition, object], groups: dict[Condition, list[Run]]) -> str:
     """Scope of a per-rule claim: 'all n conditions', or 'm of n conditions' after exclusions."""
     if len(counted) == len(groups):
         return f"all {len(groups)} conditions"

@@ -307,7 +307,9 @@ def _recon_column(runs: list[Run]) -> str:
     return "eval/recon" if runs and all("eval/recon" in r.columns for r in runs) else "train/recon"
 
 
-def _decide(checks: tuple[Check, ...], names: tuple[str, ...], enough: bool) -> Verdict:
+def _decide(
+    checks: tuple[Check, Check, Check, Check], names: tuple[str, ...], enough: bool
+) -> Verdict:
     failed = [name for name, c in zip(names, checks, strict=True) if c.fails]
     open_ = [name for name, c in zip(names, checks, strict=True) if not c.holds]
     if not enough:
@@ -345,11 +347,11 @@ def judge(
         mean_std(values(r, "semantics/factors_covered", "reference"))[0] for r in (arm, baseline)
     ]
     column = _recon_column([*arm, *baseline])
-    recon = [values(runs, column, "reference") for runs in (arm, baseline)]
+    recon_arm, recon_base = (values(runs, column, "reference") for runs in (arm, baseline))
     semantics = _check_semantics(
         ci(arm, "semantics/mean_alignment"), ci(baseline, "semantics/mean_alignment"), *factors
     )
-    quality = _check_quality(ratio_ci(*recon), settings.quality_margin)
+    quality = _check_quality(ratio_ci(recon_arm, recon_base), settings.quality_margin)
     dead = _check_dead(ci(arm, "dead/primary"), ci(baseline, "dead/primary"), settings.low_dead)
     literal = _decide((at_k, dead, semantics, quality), _NAMES, enough)
     att = attribution(arm, control or [])
