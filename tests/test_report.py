@@ -126,6 +126,9 @@ def test_synthetic_sweep_gives_known_tables_and_verdicts(tmp_path):
     assert len(rows) == 12 and all(r["included"] == "True" for r in rows)
     row = next(r for r in rows if r["run"] == "l1-dsprites-s1-never")
     assert float(row["dead/primary@ref"]) == 0.52 and float(row["dead/primary@final"]) == 0.40
+    # the run directory below the sweep folder: no folder of the machine it ran on
+    assert row["path"] == "l1-dsprites-s1-never"
+    assert str(tmp_path) not in (tmp_path / "out" / "summary.csv").read_text()
 
 
 def test_global_quality_is_tested_under_every_logged_metric(tmp_path):

@@ -279,7 +279,9 @@ def _runs_section(sweep: Sweep, groups: dict[Condition, list[Run]]) -> str:
     text = markdown_table(["condition", "n", "seeds"], found)
     text += _not_at_k(sweep.included)
     text += _untrained(sweep.included, sweep.min_gap_closed)
-    excluded = [[r.name, r.status, r.problem or "", f"`{r.path}`"] for r in sweep.excluded]
+    excluded = [
+        [r.name, r.status, r.problem or "", f"`{sweep.relative(r.path)}`"] for r in sweep.excluded
+    ]
     if excluded:
         text += "\n\nExcluded from every statistic:\n\n"
         text += markdown_table(["run", "status", "reason", "path"], excluded)
@@ -410,5 +412,5 @@ def write_report(sweep: Sweep, out_dir: str | Path, settings: Settings = DEFAULT
         rows = arm_rows(groups, settings)
         figures |= write_arm_figures(rows, settings.low_dead, out_dir / "figures")
     copy_neuron_pictures(groups, out_dir)
-    write_text(out_dir / "summary.csv", summary_csv(sweep.runs))
+    write_text(out_dir / "summary.csv", summary_csv(sweep.runs, sweep.relative))
     return write_text(out_dir / "report.md", report_markdown(sweep, figures, out_dir, settings))

@@ -347,6 +347,14 @@ class Sweep:
     def included(self) -> list[Run]:
         return [r for r in self.runs if r.problem is None]
 
+    def relative(self, path: Path) -> str:
+        """`path` below the sweep folder that holds it (POSIX form), so that a report names no
+        folder of the machine it ran on; the path itself when no sweep folder holds it."""
+        for root in self.roots:
+            if path.is_relative_to(root) and path != root:
+                return path.relative_to(root).as_posix()
+        return path.name if path in self.roots else path.as_posix()
+
     @property
     def excluded(self) -> list[Run]:
         return [r for r in self.runs if r.problem is not None]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -299,10 +300,11 @@ def _f(runs: list[Run], column: str, epoch: int | str, digits: int) -> str:
     return fmt_mean_std(values(runs, column, epoch), digits=digits)
 
 
-def summary_csv(runs: list[Run]) -> str:
+def summary_csv(runs: list[Run], where: Callable[[Path], str] = Path.as_posix) -> str:
     """One row per run found (excluded ones too, with the reason): identity (with the arm),
-    status, the rule read as `dead/primary`, the not-at-k and untrained flags, and the key
-    figures at epoch 0, k_end ('ref') and the last epoch ('final'); `gap_closed` and `fvu` are
+    status, the rule read as `dead/primary`, the not-at-k and untrained flags, the run
+    directory as `where` writes it (the report: below the sweep folder), and the key figures at
+    epoch 0, k_end ('ref') and the last epoch ('final'); `gap_closed` and `fvu` are
     `eval/gap_closed` and `eval/fvu`."""
     dead = {c for r in runs if r.problem is None for c in r.columns if c.startswith("dead/")}
     figures = [*sorted(dead), "eval/l0", "train/recon", "eval/recon", "mig/latent", "mig/sae"]
@@ -353,10 +355,10 @@ def summary_csv(runs: list[Run]) -> str:
         if run.problem is None:
             row += [run.primary_rule, run.not_at_k, run.untrained]
             row += [run.reference_epoch, run.final_epoch]
-            row += [str(run.path)]
+            row += [where(run.path)]
             for f in figures:
                 row += [values([run], f, e)[0] for e in ("start", "reference", "final")]
         else:
-            row += ["", "", "", "", "", str(run.path)] + [""] * (3 * len(figures))
+            row += ["", "", "", "", "", where(run.path)] + [""] * (3 * len(figures))
         writer.writerow(row)
     return buf.getvalue()
