@@ -13,8 +13,8 @@ Protocol with the LightningModule:
 Before each training batch k(t) is computed at t = epoch + batch_idx / batches_per_epoch
 (``granularity="step"``) or t = epoch (``"epoch"``) and, for k-controlled rules, written to the
 activation's ``k``. After each batch a penalty-controlled rule's lambda takes one step of the
-controller in :mod:`vaesae.sparsity.l1_controller` towards L0 = k(t), which also reads the target
-``l1_lead`` steps ahead and its slope ``l1_ff_lead`` steps ahead. Logged per epoch: the mean
+controller in :mod:`vaesae.sparsity.l1_controller` towards L0 = k(t + ``l1_track_lead`` steps),
+which also reads the target ``l1_lead`` steps ahead and its slope ``l1_ff_lead`` steps ahead. Logged per epoch: the mean
 target ``sparsity/k``, the target of the epoch's last step ``sparsity/k_last`` (the k that the
 end-of-epoch evaluation sees), the mean achieved ``sparsity/l0`` and the mean
 ``sparsity/l1_coef``. k and the controller's state are saved in checkpoints, so a resumed run

@@ -168,9 +168,10 @@ def l1_control_step(
     k_ahead: float | None = None,
     slope: float | None = None,
 ) -> L1State:
-    """One step of the law in the module docstring, after a training step at target ``k``.
+    """One step of the law in the module docstring, after a training step, towards set point ``k``.
 
-    ``l0`` is that step's mean number of active codes per sample; ``k_end`` the schedule's final
+    ``l0`` is that step's mean number of active codes per sample; ``k`` the set point (the
+    callback passes the schedule's k ``track_lead`` steps on); ``k_end`` the schedule's final
     target; ``k_ahead`` the target ``lead`` steps later (None: ``k``, no lead climb); ``slope``
     the target's log slope ``ff_lead`` steps later, log(k(t + d - 1) / k(t + d)) (None: the
     current one, log(k_prev / k)). With a tensor state or ``l0`` everything stays on their device
