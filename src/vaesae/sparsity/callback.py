@@ -14,12 +14,12 @@ Before each training batch k(t) is computed at t = epoch + batch_idx / batches_p
 (``granularity="step"``) or t = epoch (``"epoch"``) and, for k-controlled rules, written to the
 activation's ``k``. After each batch a penalty-controlled rule's lambda takes one step of the
 controller in :mod:`vaesae.sparsity.l1_controller` towards L0 = k(t + ``l1_track_lead`` steps),
-which also reads the target ``l1_lead`` steps ahead and its slope ``l1_ff_lead`` steps ahead. Logged per epoch: the mean
-target ``sparsity/k``, the target of the epoch's last step ``sparsity/k_last`` (the k that the
-end-of-epoch evaluation sees), the mean achieved ``sparsity/l0`` and the mean
-``sparsity/l1_coef``. k and the controller's state are saved in checkpoints, so a resumed run
-continues with the same values. Everything per step stays on the model's device: no host
-synchronisation.
+which also reads the target ``l1_lead`` steps ahead and its slope ``l1_ff_lead`` steps ahead.
+Logged per epoch: the mean target ``sparsity/k``, the target of the epoch's last step
+``sparsity/k_last`` (the k that the end-of-epoch evaluation sees), the mean achieved
+``sparsity/l0`` and the mean ``sparsity/l1_coef``. k and the controller's state are saved in
+checkpoints, so a resumed run continues with the same values. Everything per step stays on the
+model's device: no host synchronisation.
 """
 
 from __future__ import annotations
