@@ -17,8 +17,8 @@ Attribution = dead(arm, k_end) − dead(its own control, same epoch): the contro
 config `arm.control` (a control of the same architecture, e.g. `center_no_squeeze` for `center`),
 else `no_squeeze` (`control_runs`: of the same method, else of the other, since a no-pressure
 control's Top-k and L1 runs are the same model); the control run is read at the arm run's
-reference epoch number: a paired-t
-interval over seeds when every counted arm seed has a control run of that seed, else Welch.
+reference epoch number: a paired-t interval over seeds when every counted arm seed has a control
+run of that seed, else Welch.
 
 Two verdicts per arm × dataset × method (× variant), with `Settings` low_dead, quality_margin and
 compression_margin; (c) and (d) are held to the same standard (they hold unless the arm is clearly
@@ -617,9 +617,9 @@ def methods_text(settings: Settings) -> str:
     `arm.control` (a no-pressure run of the same architecture) or else `no_squeeze`, named in
     the table; a control run under one method only serves both (with k = width and lambda = 0
     its Top-k and L1 runs are the same model); it is read at the arm run's own reference epoch
-    number: paired t over seeds when every
-    arm seed has a control run of that seed, else Welch, d ± t(df) · √(s_a²/n_a + s_b²/n_b) with
-    Welch–Satterthwaite df. Δ dead vs baseline: Welch t-test; Δ recon: Fieller CI of the ratio.
+    number: paired t over seeds when every arm seed has a control run of that seed, else Welch,
+    d ± t(df) · √(s_a²/n_a + s_b²/n_b) with Welch–Satterthwaite df. Δ dead vs baseline: Welch
+    t-test; Δ recon: Fieller CI of the ratio.
   - settings: low_dead = {low}, quality_margin = {margin}, compression_margin = {added}
     (`--low-dead`, `--quality-margin`, `--compression-margin`).
   - two verdicts per arm: the paper's literal criterion, (a) (b) (c) (d), and the compression
