@@ -165,7 +165,7 @@ def test_pressure_reaches_the_schedule_callback(tmp_path, monkeypatch, arm, pres
         seen.update(kwargs)
         raise _Stop
 
-    monkeypatch.setattr("vaesae.train.SparsityScheduleCallback", capture)
+    monkeypatch.setattr("vaesae.assembly.SparsityScheduleCallback", capture)
     with pytest.raises(_Stop):
         train(make_cfg(f"arm={arm}", f"method={method}"), tmp_path)
     assert seen["pressure"] == pressure

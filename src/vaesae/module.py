@@ -15,10 +15,10 @@ from torch import Tensor
 
 from vaesae.data.datamodule import attached_datamodule
 from vaesae.metrics import SamplesSinceFired, fvu
-from vaesae.models import VAESAE, vae_sae_loss
+from vaesae.models import VAESAE, VAESAEOutput, vae_sae_loss
 from vaesae.remedies import AuxKSettings, sae_auxk_loss
 
-__all__ = ["VAESAEModule", "LOGGED_TERMS"]
+__all__ = ["VAESAEModule", "LOGGED_TERMS", "step_figures"]
 
 LOGGED_TERMS = ("loss", "recon", "kl", "sae_mse", "l1", "penalty")
 # The trunk's raw scale, which the SAE's input normalisation divides out: logged so a drift of
@@ -27,6 +27,19 @@ SCALE_TERMS = ("sae/h_norm", "sae/input_scale")
 # Images whose mean sets the data-dependent biases: enough for a mean intensity within ~1 % on
 # dSprites, one encoder pass of a few hundred ms on a CPU.
 DATA_INIT_IMAGES = 1024
+
+
+def step_figures(terms: dict[str, Tensor], out: VAESAEOutput) -> dict[str, Tensor]:
+    """What a training step logs (epoch means in metrics.csv): the loss terms ``train/*``, the
+    trunk's raw norm ||h|| = ||x|| r (``sae/h_norm``), the SAE's fraction of variance
+    unexplained (``sae/fvu``) and its input scale r (``sae/input_scale``); all detached."""
+    scale = out.scale.detach()
+    return {
+        **{f"train/{name}": terms[name].detach() for name in LOGGED_TERMS},
+        "sae/h_norm": out.h.detach().norm(dim=1).mean() * scale,
+        "sae/fvu": fvu(out.h.detach(), out.h_hat.detach()),
+        "sae/input_scale": scale,
+    }
 
 
 class VAESAEModule(pl.LightningModule):
@@ -124,7 +137,7 @@ class VAESAEModule(pl.LightningModule):
             out, x, self.hparams["beta"], self.hparams["alpha"], self.l1_coef, penalty
         )
         loss = terms["loss"]
-        logged = {f"train/{name}": terms[name].detach() for name in LOGGED_TERMS}
+        logged = step_figures(terms, out)
         if self.auxk is not None:
             aux = out.codes.new_zeros(())
             # Dead as of the batches before this one, like Gao et al.'s running counter.
@@ -137,18 +150,7 @@ class VAESAEModule(pl.LightningModule):
             logged["train/auxk"] = aux.detach()
             logged["train/loss"] = loss.detach()
         self.window.update(out.codes.detach())
-        scale = out.scale.detach()
-        self.log_dict(
-            {
-                **logged,
-                "sae/h_norm": out.h.detach().norm(dim=1).mean() * scale,
-                "sae/fvu": fvu(out.h.detach(), out.h_hat.detach()),
-                "sae/input_scale": scale,
-            },
-            on_step=False,
-            on_epoch=True,
-            batch_size=len(x),
-        )
+        self.log_dict(logged, on_step=False, on_epoch=True, batch_size=len(x))
         return {"loss": loss, "l0": terms["l0"]}
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:

@@ -161,7 +161,8 @@ class RunRecorder(pl.Callback):
             self.write_neurons(trainer.current_epoch, self.evaluation.last, trainer)
         self.write_summary("running")
         log.info(
-            "epoch %d  k %s  L0 %.1f  dead %.3f  MIG latent %.3f  sae %.3f",
+            "%s epoch %d  k %s  L0 %.1f  dead %.3f  MIG latent %.3f  sae %.3f",
+            self.meta.get("run_name", ""),
             trainer.current_epoch,
             *(
                 row.get(k, math.nan)

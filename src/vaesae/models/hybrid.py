@@ -97,8 +97,9 @@ class VAESAE(nn.Module):
         finally:
             self.train(was_training)
 
-    def forward(self, x: Tensor) -> VAESAEOutput:
-        """x: images (B, C, 64, 64), float in [0, 1]."""
+    def forward(self, x: Tensor, eps: Tensor | None = None) -> VAESAEOutput:
+        """x: images (B, C, 64, 64), float in [0, 1]; eps: the posterior noise (B, d_z) in
+        training, drawn from the global generator when None."""
         features = self.encoder(x)
         if self.site == "hidden":
             sae = self.sae(features)
@@ -106,7 +107,7 @@ class VAESAE(nn.Module):
         else:
             mu, logvar = self.latent_head(features)
             sae = self.sae(mu.detach() if self.stop_gradient else mu)
-        z = reparameterize(mu, logvar) if self.training else mu
+        z = reparameterize(mu, logvar, eps) if self.training else mu
         return VAESAEOutput(
             self.decoder(z), mu, logvar, z, sae.x, sae.codes, sae.x_hat, sae.scale, sae.pre
         )

@@ -76,6 +76,11 @@ class ConvDecoder(nn.Module):
         return self.net(z)
 
 
-def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
-    """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I): a differentiable posterior sample."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
+    """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I): a differentiable posterior sample.
+
+    ``eps`` (mu's shape and dtype) is drawn from the global generator when None; a caller that
+    draws it itself (a pack of runs, each with its own generator) passes it in."""
+    if eps is None:
+        eps = torch.randn_like(mu)
+    return mu + torch.exp(0.5 * logvar) * eps

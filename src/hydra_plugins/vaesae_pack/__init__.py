@@ -1,0 +1,1 @@
+"""Hydra plugin package of vaesae: the pack launcher (`hydra/launcher=pack`)."""

@@ -1,0 +1,156 @@
+"""The pack engine: the jobs of a sweep that share a pack key, trained together in one process.
+
+Each member is assembled by the single engine's code (`vaesae.assembly`) and keeps its own run
+directory, generators, optimizer, callbacks and files; the engine only owns the loop. Per epoch:
+every member's epoch start, then step b of every member for b = 0 .. steps - 1, then every
+member's epoch end (evaluation, metrics row, pictures, W&B, checkpoint). A member whose loss turns
+non-finite, or whose code raises, is frozen and marked failed; the others go on.
+
+Two ways to take a step (``mode``):
+
+- ``loop``: member after member, each through its own module (`Member.step`). Bitwise the run it
+  would be alone. On a CPU this is the faster way (docs: Scaling).
+- ``vmap``: all members in one vectorised forward and backward over stacked weights
+  (`vaesae.pack.stacked`), one Adam over the stacked parameters. Equal to the runs alone up to
+  the last bits that batched kernels change (docs: Scaling gives the measured tolerance).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig
+
+from vaesae.assembly import assemble, config_dict, run_meta, run_plan
+from vaesae.atomic import write_json
+from vaesae.config import ConfigError, validate_config
+from vaesae.pack.keys import PACK_MODES, pack_mode_for
+from vaesae.pack.member import Member
+from vaesae.pack.stacked import StackedStep
+
+__all__ = ["PackJob", "train_pack"]
+
+log = logging.getLogger("vaesae")
+
+
+@dataclass(frozen=True)
+class PackJob:
+    """One job of a pack: its composed config and its run directory."""
+
+    cfg: DictConfig
+    run_dir: Path
+
+
+def _device(cfg: DictConfig) -> torch.device:
+    if cfg.trainer.accelerator == "gpu":
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _build(job: PackJob, index: int, pack_id: str, group: str, loggers_fn) -> Member | None:
+    """The member of ``job``, restored from its checkpoint under ``resume``; None for a job
+    that is already complete. A job whose config or assembly fails leaves a failed summary."""
+    from vaesae.train import resume_point
+
+    cfg, run_dir = job.cfg, job.run_dir
+    plan = run_plan(cfg)
+    meta = {**run_meta(cfg, plan), "engine": "pack", "pack_id": pack_id, "pack_member": index}
+    resume_from = resume_point(cfg, run_dir)
+    if resume_from is True:
+        return None
+    try:
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        parts = assemble(cfg, run_dir, plan, meta)
+        loggers = loggers_fn(cfg, run_dir, group, own_run=True)
+        member = Member(parts, run_dir, _device(cfg), index, loggers)
+    except Exception as err:
+        write_json(
+            run_dir / "summary.json",
+            {**meta, "status": "failed", "error": f"{type(err).__name__}: {err}"},
+        )
+        log.error(
+            "pack %s member %d (%s) failed to build:\n%s",
+            pack_id,
+            index,
+            cfg.run_name,
+            traceback.format_exc(),
+        )
+        return None
+    write_json(run_dir / "config.json", config_dict(cfg))
+    if isinstance(resume_from, Path):
+        with member.scope():
+            member.restore(resume_from)
+    return member
+
+
+def _guarded(member: Member, what: str, fn, *args: Any) -> None:
+    """Run ``fn`` for ``member`` with its generators; an exception fails the member alone."""
+    try:
+        with member.scope():
+            fn(*args)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:
+        log.error("%s: %s failed:\n%s", member.parts.meta["run_name"], what, traceback.format_exc())
+        member.fail(f"{type(err).__name__}: {err}")
+
+
+def train_pack(
+    jobs: list[PackJob], pack_id: str = "pack", group: str = "pack", mode: str = "auto"
+) -> list[dict[str, Any]]:
+    """Train ``jobs`` (one pack key) together; returns each job's status and run directory.
+
+    ``mode``: ``loop``, ``vmap`` or ``auto`` (vmap on a GPU for the members it can stack, loop
+    otherwise; `vaesae.pack.keys.pack_mode_for`). Raises ConfigError before any work when a
+    config is invalid or the jobs do not share a pack key.
+    """
+    from vaesae.train import _loggers
+
+    if mode not in (*PACK_MODES, "auto"):
+        raise ConfigError(f"pack mode={mode!r} is not valid; choose one of: auto, loop, vmap")
+    for job in jobs:
+        validate_config(job.cfg)
+    if mode == "auto" or mode == "vmap":
+        mode = pack_mode_for([job.cfg for job in jobs], requested=mode)
+    if jobs and jobs[0].cfg.trainer.threads:
+        torch.set_num_threads(int(jobs[0].cfg.trainer.threads))
+    built = [_build(job, i, pack_id, group, _loggers) for i, job in enumerate(jobs)]
+    members = [m for m in built if m is not None]
+    log.info("pack %s: %d member(s) to train (%s)", pack_id, len(members), mode)
+    for m in members:
+        _guarded(m, "start", m.start)
+    stacked = StackedStep(members) if mode == "vmap" and members else None
+    try:
+        while active := [m for m in members if not m.done]:
+            for m in active:
+                _guarded(m, "epoch start", m.epoch_start)
+            steps = active[0].parts.plan.steps_per_epoch
+            if stacked is not None:
+                stacked.sync_from_members(active)
+                for b in range(steps):
+                    stacked.step([m for m in active if m.status == "running"], b)
+                stacked.sync_to_members(active)
+            else:
+                for b in range(steps):
+                    for m in active:
+                        if m.status == "running":
+                            _guarded(m, f"step {b}", m.step, b)
+            for m in active:
+                if m.status == "running":
+                    _guarded(m, "epoch end", m.epoch_end)
+    except BaseException as err:
+        for m in members:
+            if m.status == "running":
+                m.finish("interrupted")
+        if isinstance(err, KeyboardInterrupt | SystemExit):
+            raise
+        raise
+    for m in members:
+        m.finish("completed")
+    return [{"status": m.status, "run_dir": str(m.run_dir), "error": m.error} for m in members]

@@ -1,0 +1,297 @@
+"""One job of a pack: its assembled run (`vaesae.assembly`), its optimizer and generators, and the
+part of Lightning's Trainer that its callbacks read.
+
+A member is the run it would be alone: it is built from the same config by the same code, with
+the same seeding, and its callbacks (schedule, controller, evaluation, recorder, pictures, W&B,
+checkpoint) are the single engine's own objects, called in the order Lightning calls them. Only
+the loop differs: the pack engine (`vaesae.pack.engine`) steps every member in one process.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import lightning
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaesae.assembly import RunParts
+from vaesae.walltime import RunProgressBar
+
+__all__ = ["Generators", "EpochMeans", "MemberTrainer", "Member"]
+
+
+@dataclass
+class Generators:
+    """A member's copy of the process-wide generators (torch CPU and CUDA, NumPy, Python), so
+    every random draw of a member (posterior noise, resampling, anything in its callbacks)
+    comes from its own stream exactly as in a run alone; swapped in around each of its calls."""
+
+    torch_cpu: Tensor
+    torch_cuda: list[Tensor] = field(default_factory=list)
+    numpy: Any = None
+    python: Any = None
+
+    @classmethod
+    def capture(cls) -> Generators:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return cls(torch.get_rng_state(), cuda, np.random.get_state(), random.getstate())
+
+    def install(self) -> None:
+        torch.set_rng_state(self.torch_cpu)
+        if self.torch_cuda:
+            torch.cuda.set_rng_state_all(self.torch_cuda)
+        np.random.set_state(self.numpy)
+        random.setstate(self.python)
+
+
+class EpochMeans:
+    """Lightning's ``on_epoch=True`` logging for one member: the epoch value of a name is
+    sum_steps(value * batch_size) / sum_steps(batch_size) in float32 (a value logged once, as at
+    an epoch's end, is itself), kept on the device until the epoch ends."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, float] = {}
+
+    def log(
+        self, name: str, value: float | Tensor, batch_size: int | None = None, **_: Any
+    ) -> None:
+        value = torch.as_tensor(value).detach().float().mean()
+        weight = 1 if batch_size is None else int(batch_size)
+        total = value * weight
+        self.sums[name] = total if name not in self.sums else self.sums[name] + total
+        self.counts[name] = self.counts.get(name, 0.0) + weight
+
+    def log_dict(self, values: dict[str, float | Tensor], **kw: Any) -> None:
+        for name, value in values.items():
+            self.log(name, value, **kw)
+
+    def compute(self) -> dict[str, Tensor]:
+        return {name: total / self.counts[name] for name, total in self.sums.items()}
+
+    def reset(self) -> None:
+        self.sums.clear()
+        self.counts.clear()
+
+
+class MemberTrainer:
+    """What the run's callbacks and module read from ``lightning.pytorch.Trainer``, for a member
+    that the pack engine drives: epoch and step counters, the data module, the epoch's logged
+    figures, the loggers, the optimizer, and checkpoint writing."""
+
+    is_global_zero = True
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self.datamodule = member.parts.datamodule
+        self.num_training_batches = member.parts.plan.steps_per_epoch
+        self.max_epochs = member.parts.plan.total_epochs
+        self.current_epoch = 0
+        self.global_step = 0
+        self.callback_metrics: dict[str, Tensor] = {}
+        self.loggers: list[Any] = member.loggers
+        self.optimizers = [member.optimizer]
+
+    def save_checkpoint(self, path: str | Path, weights_only: bool = False) -> None:
+        torch.save(self.member.checkpoint(), path)
+
+
+class Member:
+    """A pack member: an assembled run, its Adam, generators, counters and status.
+
+    ``index`` is its place in the pack (summary.json: ``pack_member``); ``status`` is
+    ``running`` until it completes or fails (a non-finite training loss freezes it: its last
+    checkpoint stays that of its last finite epoch).
+    """
+
+    def __init__(
+        self,
+        parts: RunParts,
+        run_dir: Path,
+        device: torch.device,
+        index: int,
+        loggers: list[Any] | None = None,
+    ) -> None:
+        self.parts = parts
+        self.run_dir = run_dir
+        self.index = index
+        self.device = device
+        self.loggers = loggers or []
+        self.module = parts.module
+        # Lightning's progress bar needs a real Trainer; a pack logs one line per member epoch.
+        self.callbacks = [cb for cb in parts.callbacks if not isinstance(cb, RunProgressBar)]
+        self.module.to(device)
+        self.module.setup("fit")
+        self.optimizer = self.module.configure_optimizers()
+        self.trainer = MemberTrainer(self)
+        # What the callbacks' hooks are handed: the subset of a Trainer they read.
+        self.hook_trainer = cast(pl.Trainer, self.trainer)
+        self.module.trainer = self.trainer  # pyright: ignore[reportAttributeAccessIssue]
+        self.logs = EpochMeans()
+        # Lightning's log and log_dict need its loop; a member's go to its epoch accumulator.
+        self.module.log = self.logs.log  # pyright: ignore[reportAttributeAccessIssue]
+        self.module.log_dict = self.logs.log_dict  # pyright: ignore[reportAttributeAccessIssue]
+        self.generators = Generators.capture()
+        self.status = "running"
+        self.error = ""
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        bf16 = parts.plan.precision == "bf16-mixed"
+        self._autocast = (
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+        )
+
+    @property
+    def epoch(self) -> int:
+        return self.trainer.current_epoch
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running" or self.epoch >= self.parts.plan.total_epochs
+
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        """Run the body with this member's generators installed, and keep what it drew."""
+        outside = Generators.capture()
+        self.generators.install()
+        try:
+            yield
+        finally:
+            self.generators = Generators.capture()
+            outside.install()
+
+    def autocast(self):
+        return self._autocast()
+
+    def call(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every callback, then on the module, as Lightning does."""
+        for cb in self.callbacks:
+            getattr(cb, hook)(self.hook_trainer, self.module, *args)
+        module_hook = getattr(self.module, hook, None)
+        if module_hook is not None:
+            module_hook(*args)
+
+    # --- the run's course ------------------------------------------------------------------
+
+    def restore(self, path: Path) -> None:
+        """Continue from a ``last.ckpt`` (this engine's or Lightning's): weights, optimizer,
+        callbacks, counters and generators; the next epoch is the one after the saved one."""
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        self.module.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer_states"][0])
+        states = ckpt.get("callbacks", {})
+        for cb in self.callbacks:
+            if cb.state_key in states:
+                cb.load_state_dict(states[cb.state_key])
+        self.module.on_load_checkpoint(ckpt)  # the global generators, as saved
+        self.trainer.current_epoch = int(ckpt["epoch"]) + 1
+        self.trainer.global_step = int(ckpt["global_step"])
+
+    def checkpoint(self) -> dict[str, Any]:
+        """A ``last.ckpt`` in Lightning's layout (loads with ``load_from_checkpoint``), plus the
+        pack's id and this member's index."""
+        ckpt: dict[str, Any] = {
+            "epoch": self.trainer.current_epoch,
+            "global_step": self.trainer.global_step,
+            "pytorch-lightning_version": lightning.__version__,
+            "state_dict": self.module.state_dict(),
+            "hyper_parameters": dict(self.module.hparams),
+            "optimizer_states": [self.optimizer.state_dict()],
+            "callbacks": {cb.state_key: cb.state_dict() for cb in self.callbacks},
+            "engine": "pack",
+            "pack_member": self.index,
+        }
+        self.module.on_save_checkpoint(ckpt)
+        return ckpt
+
+    def start(self) -> None:
+        """Lightning's start of fit: data, data-dependent init, the callbacks' start hooks."""
+        dm = self.parts.datamodule
+        dm.setup("fit")
+        self.call("setup", "fit")
+        self.call("on_fit_start")
+        self.call("on_train_start")
+
+    def epoch_start(self) -> None:
+        self.module.train()
+        self.logs.reset()
+        self.factors = self.parts.datamodule.epoch_factors(self.epoch).to(self.device)
+        self.call("on_train_epoch_start")
+
+    def batch(self, batch_idx: int) -> tuple[Tensor, Tensor]:
+        """Training batch ``batch_idx`` of the current epoch: (images uint8, factors)."""
+        size = self.parts.datamodule.batch_size
+        factors = self.factors[batch_idx * size : (batch_idx + 1) * size]
+        return self.parts.datamodule.images(factors), factors
+
+    def step(self, batch_idx: int) -> None:
+        """One training step, as Lightning's automatic optimisation takes it."""
+        batch = self.batch(batch_idx)
+        for cb in self.callbacks:
+            cb.on_train_batch_start(self.hook_trainer, self.module, batch, batch_idx)
+        with self.autocast():
+            out = self.module.training_step(batch, batch_idx)
+        self.optimizer.zero_grad()
+        out["loss"].backward()
+        self.optimizer.step()
+        self.finish_step({**out, "loss": out["loss"].detach()}, batch, batch_idx)
+
+    def finish_step(
+        self, outputs: dict[str, Tensor], batch: Any, batch_idx: int, module_hook: bool = True
+    ) -> None:
+        """After the optimizer: the step counter, the finiteness flag, the batch-end hooks (the
+        module's renormalises the dictionary: a stacked step does that itself)."""
+        self.trainer.global_step += 1
+        self.nonfinite |= ~torch.isfinite(outputs["loss"])
+        for cb in self.callbacks:
+            cb.on_train_batch_end(self.hook_trainer, self.module, outputs, batch, batch_idx)
+        if module_hook:
+            self.module.on_train_batch_end(outputs, batch, batch_idx)
+
+    def epoch_end(self) -> None:
+        """Freeze the member if a loss of the epoch was not finite; else the epoch-end hooks
+        (evaluation, recorder, pictures, W&B, checkpoint) and the next epoch."""
+        if bool(self.nonfinite):
+            self.fail(f"non-finite training loss in epoch {self.epoch}")
+            return
+        self.trainer.callback_metrics = self.logs.compute()
+        # Figures logged from here on (the evaluation's) are read by the later hooks at once.
+        self.module.log = self._log_now  # pyright: ignore[reportAttributeAccessIssue]
+        self.module.log_dict = self._log_dict_now  # pyright: ignore[reportAttributeAccessIssue]
+        try:
+            self.call("on_train_epoch_end")
+        finally:
+            self.module.log = self.logs.log  # pyright: ignore[reportAttributeAccessIssue]
+            self.module.log_dict = self.logs.log_dict  # pyright: ignore[reportAttributeAccessIssue]
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        for lg in self.loggers:
+            lg.log_metrics({**metrics, "epoch": self.epoch}, step=self.trainer.global_step - 1)
+        self.trainer.current_epoch += 1
+
+    def _log_now(self, name: str, value: float | Tensor, **_: Any) -> None:
+        self.trainer.callback_metrics[name] = torch.as_tensor(value).detach().float()
+
+    def _log_dict_now(self, values: dict[str, float | Tensor], **kw: Any) -> None:
+        for name, value in values.items():
+            self._log_now(name, value)
+
+    def fail(self, error: str) -> None:
+        self.status, self.error = "failed", error
+        self.parts.recorder.finish("failed", error=error)
+
+    def finish(self, status: str = "completed") -> None:
+        if self.status == "running":
+            self.status = status
+            self.parts.recorder.finish(status)
+        for lg in self.loggers:
+            lg.finalize("success" if self.status == "completed" else "failed")
+            experiment = getattr(lg, "experiment", None)
+            if experiment is not None and hasattr(experiment, "finish"):
+                experiment.finish()

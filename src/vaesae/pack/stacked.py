@@ -1,0 +1,217 @@
+"""The vectorised step of a pack: N members' networks as one stacked network.
+
+The members' parameters and buffers are stacked along a new leading axis
+(``torch.func.stack_module_state``) and the single engine's ``VAESAE`` runs over them with
+``vmap(functional_call)``, so the forward and the backward of all members are one batched
+computation; the pack loss is the sum of the members' losses, so each member's gradient is its
+own. One Adam over the stacked parameters is N Adams, element for element.
+
+Two things cannot be per-member Python values inside ``vmap``, so they become tensors:
+
+- k: :class:`RankTopK` keeps a unit when its rank among the sample's pre-activations is below
+  the member's k (a device tensor), which equals Top-k + scatter except among pre-activations
+  tied at the k-th rank (here the lower unit index wins). An L1 member is a Top-k member with
+  k = width: ReLU.
+- the posterior noise: drawn per member from its own generators before the forward
+  (`Member.scope`), in the same order and dtype as the single run draws it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from torch.func import functional_call, stack_module_state, vmap
+
+from vaesae.models import VAESAE, l1_norm, vae_sae_loss
+from vaesae.models.activations import SparseActivation
+from vaesae.module import step_figures
+
+if TYPE_CHECKING:
+    from vaesae.pack.member import Member
+
+__all__ = ["RankTopK", "StackedModels", "StackedStep", "rank_topk"]
+
+
+def rank_topk(pre: Tensor, k: Tensor) -> Tensor:
+    """s = ReLU(pre) on the units whose rank r (0 = largest pre-activation of the sample, ties to
+    the lower index) satisfies r < k, 0 elsewhere; ``k`` a 0-d integer tensor, 1 <= k <= width.
+    The gradient reaches the kept units only, as with Top-k."""
+    order = pre.argsort(dim=-1, descending=True, stable=True)
+    positions = torch.arange(pre.shape[-1], device=pre.device).expand_as(order)
+    rank = torch.zeros_like(order).scatter(-1, order, positions)
+    return torch.relu(pre) * (rank < k)
+
+
+class RankTopK(SparseActivation):
+    """Top-k whose k is a buffer (0-d long), so a stacked network holds one k per member and a
+    falling k changes a tensor's value, never the program. Not registered: packs only."""
+
+    method = "topk"
+    control = "k"
+    k: Tensor
+
+    def __init__(self, width: int) -> None:
+        super().__init__(width)
+        self.register_buffer("k", torch.tensor(width), persistent=False)
+
+    def forward(self, pre: Tensor) -> Tensor:
+        return rank_topk(pre, self.k)
+
+
+class StackedModels:
+    """N ``VAESAE`` of one architecture as stacked parameters and buffers, plus a weightless
+    template that ``functional_call`` runs over one member's slice."""
+
+    def __init__(self, models: list[VAESAE]) -> None:
+        self.params, self.buffers = stack_module_state(models)  # pyright: ignore[reportArgumentType]
+        template = copy.deepcopy(models[0]).to("meta")
+        template.sae.activation = RankTopK(models[0].sae.width)
+        self.template = template
+        device = next(iter(self.params.values())).device
+        self.buffers["sae.activation.k"] = torch.full(
+            (len(models),), models[0].sae.width, dtype=torch.long, device=device
+        )
+
+    def forward_losses(
+        self,
+        x: Tensor,
+        eps: Tensor,
+        k: Tensor,
+        coef: Tensor,
+        beta: Tensor,
+        alpha: Tensor,
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Per-member loss terms (each (N,)) and codes (N, B, width) of images x (N, B, C, H,
+        W) with noise eps (N, B, d_z), k (N,), lambda, beta and alpha (N,)."""
+        self.buffers["sae.activation.k"].copy_(k)
+
+        def member(params, buffers, xi, ei, ci, bi, ai):
+            out = functional_call(self.template, (params, buffers), (xi,), {"eps": ei})
+            terms = vae_sae_loss(out, xi, bi, ai, ci, l1_norm(out.codes))
+            return {**terms, **step_figures(terms, out)}, out.codes
+
+        fn = vmap(member, randomness="error")
+        return fn(self.params, self.buffers, x, eps, coef, beta, alpha)
+
+    def copy_to(self, i: int, model: VAESAE) -> None:
+        """Write member ``i``'s slice into ``model`` (its parameters and buffers)."""
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(self.params[name][i])
+            for name, b in model.named_buffers():
+                b.copy_(self.buffers[name][i])
+
+    def renormalize_decoders_(self) -> None:
+        """Each member's dictionary columns to unit L2 norm (``normalize_decoder_``, stacked)."""
+        w = self.params["sae.decoder.weight"]
+        with torch.no_grad():
+            w.div_(w.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+
+class StackedStep:
+    """Steps the running members of a pack through one :class:`StackedModels` and one Adam.
+
+    At an epoch's start the stack is built from the members' modules and optimizers
+    (:meth:`sync_from_members`); at its end every member's module and Adam get their slice back
+    (:meth:`sync_to_members`), so the members' own epoch-end code (evaluation, checkpoint) and
+    a resume see exactly what a run alone would hold.
+    """
+
+    def __init__(self, members: list[Member]) -> None:
+        self.members = members
+        self.stack: StackedModels | None = None
+        self.optimizer: torch.optim.Adam | None = None
+
+    def sync_from_members(self, members: list[Member]) -> None:
+        steps = {m.trainer.global_step for m in members}
+        if len(steps) != 1:
+            raise RuntimeError(f"stacked members must be at one step, got {sorted(steps)}")
+        self.members = members
+        self.stack = StackedModels([m.module.model for m in members])
+        lr = {float(m.module.hparams["lr"]) for m in members}
+        if len(lr) != 1:
+            raise RuntimeError(f"stacked members share one Adam and so one lr, got {sorted(lr)}")
+        names = [n for n, _ in members[0].module.model.named_parameters()]
+        self.optimizer = torch.optim.Adam([self.stack.params[n] for n in names], lr=lr.pop())
+        states = [m.optimizer.state_dict()["state"] for m in members]
+        if states[0]:
+            for idx, name in enumerate(names):
+                p = self.stack.params[name]
+                self.optimizer.state[p] = {
+                    "step": states[0][idx]["step"].clone(),
+                    "exp_avg": torch.stack([s[idx]["exp_avg"] for s in states]),
+                    "exp_avg_sq": torch.stack([s[idx]["exp_avg_sq"] for s in states]),
+                }
+
+    def sync_to_members(self, members: list[Member]) -> None:
+        assert self.stack is not None and self.optimizer is not None
+        names = [n for n, _ in members[0].module.model.named_parameters()]
+        for i, m in enumerate(self.members):
+            if m.status != "running":
+                continue
+            self.stack.copy_to(i, m.module.model)
+            params = list(m.module.model.parameters())
+            for idx, name in enumerate(names):
+                state = self.optimizer.state.get(self.stack.params[name])
+                if state:
+                    m.optimizer.state[params[idx]] = {
+                        "step": state["step"].clone(),
+                        "exp_avg": state["exp_avg"][i].clone(),
+                        "exp_avg_sq": state["exp_avg_sq"][i].clone(),
+                    }
+
+    def step(self, running: list[Member], batch_idx: int) -> None:
+        """One training step of every member in ``self.members`` (frozen ones ride along, their
+        losses left out of the sum)."""
+        assert self.stack is not None and self.optimizer is not None
+        members = self.members
+        xs, eps, batches, k, coef = [], [], [], [], []
+        for m in members:
+            with m.scope():
+                batch = m.batch(batch_idx)
+                for cb in m.callbacks:
+                    cb.on_train_batch_start(m.hook_trainer, m.module, batch, batch_idx)
+                x = m.module.to_input(batch[0]).contiguous()
+                activation = m.module.model.sae.activation
+                k.append(int(getattr(activation, "k", activation.width)))
+                coef.append(torch.as_tensor(m.module.l1_coef, dtype=torch.float32))
+                noise_dtype = torch.bfloat16 if m.parts.plan.precision == "bf16-mixed" else None
+                eps.append(_noise(len(x), m.module.hparams["d_z"], noise_dtype, x.device))
+            xs.append(x)
+            batches.append(batch)
+        device = xs[0].device
+        hp = [m.module.hparams for m in members]
+        with members[0].autocast():
+            figures, codes = self.stack.forward_losses(
+                torch.stack(xs),
+                torch.stack(eps),
+                torch.tensor(k, device=device),
+                torch.stack(coef).to(device),
+                torch.tensor([float(h["beta"]) for h in hp], device=device),
+                torch.tensor([float(h["alpha"]) for h in hp], device=device),
+            )
+        weight = torch.tensor([m.status == "running" for m in members], device=device)
+        loss = torch.where(weight, figures["loss"], 0.0).sum()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        if members[0].module.model.sae.normalize_decoder:
+            self.stack.renormalize_decoders_()
+        for i, m in enumerate(members):
+            if m not in running:
+                continue
+            with m.scope():
+                logged = {name: value[i] for name, value in figures.items() if "/" in name}
+                m.module.log_dict(logged, batch_size=len(xs[i]))
+                m.module.window.update(codes[i].detach())
+                out = {"loss": figures["loss"][i].detach(), "l0": figures["l0"][i]}
+                m.finish_step(out, batches[i], batch_idx, module_hook=False)
+
+
+def _noise(batch: int, d_z: int, dtype: torch.dtype | None, device: Any) -> Tensor:
+    """The posterior noise eps (batch, d_z) as ``randn_like(mu)`` draws it in a run alone (mu is
+    bf16 under bf16 autocast)."""
+    return torch.randn((batch, d_z), dtype=dtype, device=device)
