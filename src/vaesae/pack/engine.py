@@ -34,7 +34,7 @@ from vaesae.pack.keys import PACK_MODES, pack_mode_for
 from vaesae.pack.member import Member
 from vaesae.pack.stacked import StackedStep
 
-__all__ = ["PackJob", "train_pack"]
+__all__ = ["PackJob", "build_member", "train_pack"]
 
 log = logging.getLogger("vaesae")
 
@@ -53,10 +53,12 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _build(job: PackJob, index: int, pack_id: str, group: str, loggers_fn) -> Member | None:
+def build_member(
+    job: PackJob, index: int = 0, pack_id: str = "pack", group: str = "pack"
+) -> Member | None:
     """The member of ``job``, restored from its checkpoint under ``resume``; None for a job
     that is already complete. A job whose config or assembly fails leaves a failed summary."""
-    from vaesae.train import resume_point
+    from vaesae.train import _loggers, resume_point
 
     cfg, run_dir = job.cfg, job.run_dir
     plan = run_plan(cfg)
@@ -67,7 +69,7 @@ def _build(job: PackJob, index: int, pack_id: str, group: str, loggers_fn) -> Me
     try:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         parts = assemble(cfg, run_dir, plan, meta)
-        loggers = loggers_fn(cfg, run_dir, group, own_run=True)
+        loggers = _loggers(cfg, run_dir, group, own_run=True)
         member = Member(parts, run_dir, _device(cfg), index, loggers)
     except Exception as err:
         write_json(
@@ -110,8 +112,6 @@ def train_pack(
     otherwise; `vaesae.pack.keys.pack_mode_for`). Raises ConfigError before any work when a
     config is invalid or the jobs do not share a pack key.
     """
-    from vaesae.train import _loggers
-
     if mode not in (*PACK_MODES, "auto"):
         raise ConfigError(f"pack mode={mode!r} is not valid; choose one of: auto, loop, vmap")
     for job in jobs:
@@ -120,19 +120,22 @@ def train_pack(
         mode = pack_mode_for([job.cfg for job in jobs], requested=mode)
     if jobs and jobs[0].cfg.trainer.threads:
         torch.set_num_threads(int(jobs[0].cfg.trainer.threads))
-    built = [_build(job, i, pack_id, group, _loggers) for i, job in enumerate(jobs)]
+    built = [build_member(job, i, pack_id, group) for i, job in enumerate(jobs)]
     members = [m for m in built if m is not None]
     log.info("pack %s: %d member(s) to train (%s)", pack_id, len(members), mode)
     for m in members:
         _guarded(m, "start", m.start)
     stacked = StackedStep(members) if mode == "vmap" and members else None
     try:
-        while active := [m for m in members if not m.done]:
+        while unfinished := [m for m in members if not m.done]:
+            # Members resumed from different epochs: the ones behind catch up first.
+            lowest = min(m.epoch for m in unfinished)
+            active = [m for m in unfinished if m.epoch == lowest]
             for m in active:
                 _guarded(m, "epoch start", m.epoch_start)
             steps = active[0].parts.plan.steps_per_epoch
             if stacked is not None:
-                stacked.sync_from_members(active)
+                stacked.sync_from_members(unfinished, active)
                 for b in range(steps):
                     stacked.step([m for m in active if m.status == "running"], b)
                 stacked.sync_to_members(active)

@@ -112,12 +112,15 @@ class StackedModels:
 
 
 class StackedStep:
-    """Steps the running members of a pack through one :class:`StackedModels` and one Adam.
+    """Steps the members of a pack through one :class:`StackedModels` and one Adam.
 
-    At an epoch's start the stack is built from the members' modules and optimizers
-    (:meth:`sync_from_members`); at its end every member's module and Adam get their slice back
-    (:meth:`sync_to_members`), so the members' own epoch-end code (evaluation, checkpoint) and
-    a resume see exactly what a run alone would hold.
+    At an epoch's start the stack is built from the unfinished members' modules and optimizers
+    (:meth:`sync_from_members`); at its end the members that stepped get their slice back
+    (:meth:`sync_to_members`), so their own epoch-end code (evaluation, checkpoint) and a resume
+    see exactly what a run alone would hold. A member that does not step this epoch (frozen
+    after a failure, or ahead of the others after a resume) rides along: it keeps its place in
+    the stack, so the others' batched kernels see the same shapes as in an uninterrupted pack,
+    but its loss is left out of the sum and its slice is never written back.
     """
 
     def __init__(self, members: list[Member]) -> None:
@@ -125,32 +128,37 @@ class StackedStep:
         self.stack: StackedModels | None = None
         self.optimizer: torch.optim.Adam | None = None
 
-    def sync_from_members(self, members: list[Member]) -> None:
-        steps = {m.trainer.global_step for m in members}
+    def sync_from_members(self, members: list[Member], stepping: list[Member]) -> None:
+        """Stack ``members`` (all unfinished ones); Adam's step count is that of ``stepping``."""
+        steps = {m.trainer.global_step for m in stepping}
         if len(steps) != 1:
-            raise RuntimeError(f"stacked members must be at one step, got {sorted(steps)}")
-        self.members = members
-        self.stack = StackedModels([m.module.model for m in members])
+            raise RuntimeError(f"stepping members must be at one step, got {sorted(steps)}")
         lr = {float(m.module.hparams["lr"]) for m in members}
         if len(lr) != 1:
             raise RuntimeError(f"stacked members share one Adam and so one lr, got {sorted(lr)}")
+        self.members = members
+        self.stack = StackedModels([m.module.model for m in members])
         names = [n for n, _ in members[0].module.model.named_parameters()]
         self.optimizer = torch.optim.Adam([self.stack.params[n] for n in names], lr=lr.pop())
         states = [m.optimizer.state_dict()["state"] for m in members]
-        if states[0]:
+        reference = states[members.index(stepping[0])]
+        if reference:
             for idx, name in enumerate(names):
-                p = self.stack.params[name]
-                self.optimizer.state[p] = {
-                    "step": states[0][idx]["step"].clone(),
-                    "exp_avg": torch.stack([s[idx]["exp_avg"] for s in states]),
-                    "exp_avg_sq": torch.stack([s[idx]["exp_avg_sq"] for s in states]),
+                like = self.stack.params[name]
+                self.optimizer.state[like] = {
+                    "step": reference[idx]["step"].clone(),
+                    "exp_avg": torch.stack([_moment(s, idx, "exp_avg", like) for s in states]),
+                    "exp_avg_sq": torch.stack(
+                        [_moment(s, idx, "exp_avg_sq", like) for s in states]
+                    ),
                 }
 
     def sync_to_members(self, members: list[Member]) -> None:
+        """Give each of ``members`` that is still running its slice and its Adam state."""
         assert self.stack is not None and self.optimizer is not None
-        names = [n for n, _ in members[0].module.model.named_parameters()]
+        names = [n for n, _ in self.members[0].module.model.named_parameters()]
         for i, m in enumerate(self.members):
-            if m.status != "running":
+            if m not in members or m.status != "running":
                 continue
             self.stack.copy_to(i, m.module.model)
             params = list(m.module.model.parameters())
@@ -164,51 +172,62 @@ class StackedStep:
                     }
 
     def step(self, running: list[Member], batch_idx: int) -> None:
-        """One training step of every member in ``self.members`` (frozen ones ride along, their
-        losses left out of the sum)."""
+        """One training step of the ``running`` members; the rest of the stack rides along."""
         assert self.stack is not None and self.optimizer is not None
         members = self.members
-        xs, eps, batches, k, coef = [], [], [], [], []
-        for m in members:
+        inputs: dict[int, tuple[Tensor, Tensor, int, Tensor]] = {}
+        batches: dict[int, tuple[Tensor, Tensor]] = {}
+        for i, m in enumerate(members):
+            if m not in running:
+                continue
             with m.scope():
                 batch = m.batch(batch_idx)
                 for cb in m.callbacks:
                     cb.on_train_batch_start(m.hook_trainer, m.module, batch, batch_idx)
                 x = m.module.to_input(batch[0]).contiguous()
                 activation = m.module.model.sae.activation
-                k.append(int(getattr(activation, "k", activation.width)))
-                coef.append(torch.as_tensor(m.module.l1_coef, dtype=torch.float32))
+                k = int(getattr(activation, "k", activation.width))
+                coef = torch.as_tensor(m.module.l1_coef, dtype=torch.float32, device=x.device)
                 noise_dtype = torch.bfloat16 if m.parts.plan.precision == "bf16-mixed" else None
-                eps.append(_noise(len(x), m.module.hparams["d_z"], noise_dtype, x.device))
-            xs.append(x)
-            batches.append(batch)
-        device = xs[0].device
+                eps = _noise(len(x), m.module.hparams["d_z"], noise_dtype, x.device)
+            inputs[i], batches[i] = (x, eps, k, coef), batch
+        x0, eps0, _, coef0 = next(iter(inputs.values()))
+        width = members[0].module.model.sae.width
+        rider = (torch.zeros_like(x0), torch.zeros_like(eps0), width, torch.zeros_like(coef0))
+        rows = [inputs.get(i, rider) for i in range(len(members))]
+        device = x0.device
         hp = [m.module.hparams for m in members]
         with members[0].autocast():
             figures, codes = self.stack.forward_losses(
-                torch.stack(xs),
-                torch.stack(eps),
-                torch.tensor(k, device=device),
-                torch.stack(coef).to(device),
+                torch.stack([r[0] for r in rows]),
+                torch.stack([r[1] for r in rows]),
+                torch.tensor([r[2] for r in rows], device=device),
+                torch.stack([r[3] for r in rows]),
                 torch.tensor([float(h["beta"]) for h in hp], device=device),
                 torch.tensor([float(h["alpha"]) for h in hp], device=device),
             )
-        weight = torch.tensor([m.status == "running" for m in members], device=device)
-        loss = torch.where(weight, figures["loss"], 0.0).sum()
+        stepping = torch.tensor([i in inputs for i in range(len(members))], device=device)
+        loss = torch.where(stepping, figures["loss"], 0.0).sum()
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         if members[0].module.model.sae.normalize_decoder:
             self.stack.renormalize_decoders_()
-        for i, m in enumerate(members):
-            if m not in running:
-                continue
+        for i, batch in batches.items():
+            m = members[i]
             with m.scope():
                 logged = {name: value[i] for name, value in figures.items() if "/" in name}
-                m.module.log_dict(logged, batch_size=len(xs[i]))
+                m.module.log_dict(logged, batch_size=len(batch[0]))
                 m.module.window.update(codes[i].detach())
                 out = {"loss": figures["loss"][i].detach(), "l0": figures["l0"][i]}
-                m.finish_step(out, batches[i], batch_idx, module_hook=False)
+                m.finish_step(out, batch, batch_idx, module_hook=False)
+
+
+def _moment(state: dict, idx: int, key: str, like: Tensor) -> Tensor:
+    """A member's Adam moment of parameter ``idx``, zeros when it has taken no step yet."""
+    if idx in state:
+        return state[idx][key]
+    return torch.zeros_like(like[0])
 
 
 def _noise(batch: int, d_z: int, dtype: torch.dtype | None, device: Any) -> Tensor:

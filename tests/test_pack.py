@@ -1,0 +1,311 @@
+"""The pack engine: members are the runs they would be alone (bitwise in loop mode, to a stated
+tolerance in vmap mode), fail alone, resume bit-identically, and reach disk as single runs do."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from smoke_config import FAST, make_cfg
+
+from vaesae.config import ConfigError
+from vaesae.models import VAESAE, vae_sae_loss
+from vaesae.models.activations import TopK
+from vaesae.module import VAESAEModule
+from vaesae.pack import PackJob, pack_key, pack_mode_for, train_pack
+from vaesae.pack.engine import build_member
+from vaesae.pack.launch import group_packs
+from vaesae.pack.member import Member
+from vaesae.pack.stacked import StackedModels, StackedStep, rank_topk
+from vaesae.records import read_metrics_csv
+from vaesae.train import train
+
+# Two members that differ in method and seed: the pack's usual variety.
+MEMBERS = (("topk", 0), ("l1", 1))
+
+
+def _cfgs(*extra: str):
+    return [make_cfg(f"method={m}", f"seed={s}", "logger=none", *extra) for m, s in MEMBERS]
+
+
+def _same_rows(a: Path, b: Path) -> None:
+    rows_a, rows_b = read_metrics_csv(a), read_metrics_csv(b)
+    assert len(rows_a) == len(rows_b)
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            assert ra[key] == rb[key] or (math.isnan(ra[key]) and math.isnan(rb[key])), key
+
+
+def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equal values, NaN equal to NaN (running statistics are NaN before a step)."""
+    return a.dtype == b.dtype and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+def test_loop_pack_members_are_bitwise_the_runs_alone(tmp_path):
+    cfgs = _cfgs()
+    for i, cfg in enumerate(cfgs):
+        train(cfg, tmp_path / f"alone{i}")
+    results = train_pack(
+        [PackJob(c, tmp_path / f"pack{i}") for i, c in enumerate(cfgs)], "p7", mode="loop"
+    )
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    for i in range(len(cfgs)):
+        alone, packed = _weights(tmp_path / f"alone{i}"), _weights(tmp_path / f"pack{i}")
+        assert alone.keys() == packed.keys()
+        assert all(_identical(alone[k], packed[k]) for k in alone)
+        _same_rows(tmp_path / f"alone{i}" / "metrics.csv", tmp_path / f"pack{i}" / "metrics.csv")
+        summary = json.loads((tmp_path / f"pack{i}" / "summary.json").read_text())
+        assert (summary["engine"], summary["pack_id"], summary["pack_member"]) == ("pack", "p7", i)
+        assert summary["status"] == "completed"
+        # A member's checkpoint is a Lightning checkpoint of the single engine's module.
+        ckpt = tmp_path / f"pack{i}" / "checkpoints" / "last.ckpt"
+        module = VAESAEModule.load_from_checkpoint(ckpt, map_location="cpu")
+        assert all(_identical(v, packed[k]) for k, v in module.state_dict().items())
+
+
+def _start(members: list[Member]) -> None:
+    for m in members:
+        with m.scope():
+            m.start()
+            m.epoch_start()
+
+
+def test_a_member_does_not_depend_on_the_rest_of_its_pack(tmp_path):
+    a, b, c = (make_cfg(f"seed={s}", "logger=none") for s in (3, 4, 5))
+
+    def first_draws(cfgs, index_of_a):
+        members = [
+            build_member(PackJob(x, tmp_path / f"{id(cfgs)}-{i}")) for i, x in enumerate(cfgs)
+        ]
+        assert all(m is not None for m in members)
+        members = [m for m in members if m is not None]
+        _start(members)
+        m = members[index_of_a]
+        with m.scope():
+            noise = torch.randn(8, 10)
+        return m.module.state_dict(), m.factors.clone(), noise
+
+    w1, f1, n1 = first_draws([a, b, c], 0)
+    w2, f2, n2 = first_draws([c, a], 1)
+    assert all(_identical(w1[k], w2[k]) for k in w1)
+    assert torch.equal(f1, f2) and torch.equal(n1, n2)
+
+
+@pytest.mark.parametrize("k", [1, 7, 50])
+def test_rank_topk_equals_topk_with_scatter(k):
+    pre = torch.randn(16, 50, requires_grad=True)
+    ref = TopK(50, k)(pre)
+    (ref * torch.arange(50.0)).sum().backward()
+    ref_grad, pre.grad = pre.grad, None
+    got = rank_topk(pre, torch.tensor(k))
+    (got * torch.arange(50.0)).sum().backward()
+    assert torch.equal(got, ref)
+    assert torch.equal(pre.grad, ref_grad)
+
+
+def test_rank_topk_breaks_ties_to_the_lower_unit():
+    pre = torch.tensor([[1.0, 2.0, 2.0, 2.0, 0.5]])
+    assert rank_topk(pre, torch.tensor(2)).tolist() == [[0.0, 2.0, 2.0, 0.0, 0.0]]
+
+
+def _models(n: int) -> list[VAESAE]:
+    models = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        models.append(VAESAE(1, width=64, method="l1", input_norm="norm", center="ema"))
+    return models
+
+
+def test_stacked_forward_and_gradients_equal_three_single_models():
+    """fp32: the loss terms agree to 1e-6 (relative) and every gradient to 1e-4 of its tensor's
+    largest entry (batched convolutions sum in another order)."""
+    models = _models(3)
+    stack = StackedModels(models)
+    x = torch.rand(3, 16, 1, 64, 64)
+    eps = torch.randn(3, 16, 10)
+    coef, beta, alpha = torch.tensor([0.0, 0.1, 0.3]), torch.ones(3), torch.full((3,), 10.0)
+    k = torch.tensor([64, 64, 20])
+    terms, _ = stack.forward_losses(x, eps, k, coef, beta, alpha)
+    terms["loss"].sum().backward()
+    for i, model in enumerate(models):
+        model.sae.activation = TopK(64, int(k[i]))
+        out = model(x[i], eps[i])
+        alone = vae_sae_loss(out, x[i], 1.0, 10.0, float(coef[i]), None)
+        alone["loss"].backward()
+        for name in ("loss", "recon", "kl", "sae_mse", "l1"):
+            assert terms[name][i].item() == pytest.approx(alone[name].item(), rel=1e-6), name
+        for name, p in model.named_parameters():
+            assert p.grad is not None
+            g = stack.params[name].grad
+            assert g is not None
+            scale = p.grad.abs().max().clamp_min(1e-30)
+            assert (g[i] - p.grad).abs().max() <= 1e-4 * scale, name
+
+
+def test_one_adam_over_stacked_parameters_is_separate_adams_bitwise():
+    torch.manual_seed(0)
+    shapes = [(5, 3), (7,)]
+    alone = [[torch.randn(s, requires_grad=True) for s in shapes] for _ in range(3)]
+    stacked = [torch.stack([a[j].detach() for a in alone]).requires_grad_() for j in range(2)]
+    opts = [torch.optim.Adam(a, lr=1e-3) for a in alone]
+    opt = torch.optim.Adam(stacked, lr=1e-3)
+    for _ in range(6):
+        grads = [torch.randn((3, *s)) for s in shapes]
+        for i, o in enumerate(opts):
+            for j, p in enumerate(alone[i]):
+                p.grad = grads[j][i].clone()
+            o.step()
+        for j, p in enumerate(stacked):
+            p.grad = grads[j].clone()
+        opt.step()
+    for i in range(3):
+        assert all(torch.equal(stacked[j][i], alone[i][j]) for j in range(2))
+
+
+def test_vmap_members_follow_their_runs_alone_for_20_steps(tmp_path):
+    """20 steps in one epoch, fp32: k is exact; lambda and the training reconstruction agree to
+    1e-3 (lambda) and 1e-2 (the mean reconstruction and L0 over the steps), relative (docs/scaling.md)."""
+    extra = ("data.epoch_size=1280", "trainer.precision=32", "trainer.channels_last=false")
+    cfgs = _cfgs(*extra)
+    loop = [build_member(PackJob(c, tmp_path / f"l{i}"), i) for i, c in enumerate(cfgs)]
+    vec = [build_member(PackJob(c, tmp_path / f"v{i}"), i) for i, c in enumerate(cfgs)]
+    loop = [m for m in loop if m is not None]
+    vec = [m for m in vec if m is not None]
+    _start(loop)
+    _start(vec)
+    step = StackedStep(vec)
+    step.sync_from_members(vec, vec)
+    for b in range(20):
+        for m in loop:
+            with m.scope():
+                m.step(b)
+        step.step(vec, b)
+        for a, v in zip(loop, vec, strict=True):
+            if b == 0:  # one step: the same data, noise and weights give the same loss
+                first_a, first_v = a.logs.compute(), v.logs.compute()
+                for name in ("train/recon", "train/kl", "train/sae_mse", "sparsity/l0"):
+                    assert float(first_v[name]) == pytest.approx(float(first_a[name]), rel=1e-5)
+            sa, sv = a.callbacks[0], v.callbacks[0]
+            assert sa.k == sv.k  # type: ignore[attr-defined]
+            assert float(sv.l1_coef) == pytest.approx(float(sa.l1_coef), rel=1e-3)  # type: ignore[attr-defined]
+    for a, v in zip(loop, vec, strict=True):
+        ra, rv = a.logs.compute(), v.logs.compute()
+        assert ra.keys() == rv.keys()
+        assert float(rv["train/recon"]) == pytest.approx(float(ra["train/recon"]), rel=1e-2)
+        assert float(rv["sparsity/l0"]) == pytest.approx(float(ra["sparsity/l0"]), rel=1e-2)
+
+
+def test_a_member_with_a_non_finite_loss_fails_alone(tmp_path, monkeypatch):
+    start = Member.start
+
+    def poisoned(self):
+        start(self)
+        if self.index == 1:
+            with torch.no_grad():
+                self.module.model.decoder.net[-1].bias.fill_(math.nan)
+
+    monkeypatch.setattr(Member, "start", poisoned)
+    cfgs = _cfgs()
+    results = train_pack([PackJob(c, tmp_path / f"m{i}") for i, c in enumerate(cfgs)], mode="loop")
+    assert [r["status"] for r in results] == ["completed", "failed"]
+    summary = json.loads((tmp_path / "m1" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "non-finite" in summary["error"]
+    assert not (tmp_path / "m1" / "checkpoints" / "last.ckpt").exists()
+    assert json.loads((tmp_path / "m0" / "summary.json").read_text())["epochs_completed"] == 4
+
+
+@pytest.mark.parametrize("mode", ["loop", "vmap"])
+def test_kill_and_resume_continues_bit_identically(tmp_path, monkeypatch, mode):
+    cfgs = _cfgs()
+    train_pack([PackJob(c, tmp_path / f"whole{i}") for i, c in enumerate(cfgs)], mode=mode)
+    epoch_end = Member.epoch_end
+
+    def killed(self):
+        # Member 0 has saved epoch 2, member 1 only epoch 1: the pack resumes members that
+        # stand at different epochs.
+        if self.index == 1 and self.epoch == 2:
+            raise KeyboardInterrupt
+        epoch_end(self)
+
+    monkeypatch.setattr(Member, "epoch_end", killed)
+    jobs = [PackJob(c, tmp_path / f"cut{i}") for i, c in enumerate(cfgs)]
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(jobs, mode=mode)
+    monkeypatch.setattr(Member, "epoch_end", epoch_end)
+    assert json.loads((tmp_path / "cut1" / "summary.json").read_text())["status"] == "interrupted"
+    resumed = [
+        PackJob(make_cfg(*_overrides(i), "resume=true"), j.run_dir) for i, j in enumerate(jobs)
+    ]
+    train_pack(resumed, mode=mode)
+    for i in range(len(cfgs)):
+        whole, cut = _weights(tmp_path / f"whole{i}"), _weights(tmp_path / f"cut{i}")
+        assert all(_identical(whole[k], cut[k]) for k in whole)
+        _same_rows(tmp_path / f"whole{i}" / "metrics.csv", tmp_path / f"cut{i}" / "metrics.csv")
+
+
+def _overrides(i: int) -> tuple[str, ...]:
+    method, seed = MEMBERS[i]
+    return (f"method={method}", f"seed={seed}", "logger=none")
+
+
+def test_pack_keys_group_what_can_share_a_loop():
+    arms = ("baseline", "no_squeeze", "fixed_k", "center", "center_no_squeeze", "jumprelu")
+    jobs = [
+        PackJob(make_cfg(f"arm={arm}", f"method={method}"), Path(arm + method))
+        for arm in arms
+        for method in ("topk", "l1")
+        if not (arm == "jumprelu" and method == "topk")
+        if not (arm.endswith("no_squeeze") and method == "l1")
+    ]
+    packs = group_packs(jobs, max_members=48)
+    names = [sorted(str(j.run_dir) for j in p) for p in packs]
+    assert names == [
+        ["baselinel1", "baselinetopk", "fixed_kl1", "fixed_ktopk", "no_squeezetopk"],
+        ["center_no_squeezetopk", "centerl1", "centertopk"],
+        ["jumprelul1"],
+    ]
+    assert [len(p) for p in group_packs(jobs[:5], max_members=2)] == [2, 2, 1]
+    assert pack_key(make_cfg("seed=1")) == pack_key(make_cfg("seed=2", "loss.beta=4"))
+    assert pack_key(make_cfg()) != pack_key(make_cfg("data.batch_size=32"))
+
+
+def test_vmap_refuses_a_member_it_cannot_stack():
+    with pytest.raises(ConfigError, match="remedy auxk"):
+        pack_mode_for([make_cfg("arm=auxk")], requested="vmap")
+    assert pack_mode_for([make_cfg()], requested="auto") == "loop"  # on a CPU
+
+
+def test_the_pack_launcher_trains_a_sweep_in_one_pack(tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable,
+        "-m",
+        "vaesae.train",
+        "-m",
+        *FAST,
+        "method=topk,l1",
+        "seed=0,1",
+        "logger=none",
+        "hydra/launcher=pack",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    assert len(summaries) == 4
+    assert {s["status"] for s in summaries} == {"completed"}
+    assert {s["pack_id"] for s in summaries} == {"sweep-p0"}
+    assert sorted(s["pack_member"] for s in summaries) == [0, 1, 2, 3]
+    assert all((sweep / s["run_name"] / ".hydra" / "config.yaml").exists() for s in summaries)
