@@ -174,8 +174,8 @@ def test_one_adam_over_stacked_parameters_is_separate_adams_bitwise():
 
 
 def test_vmap_members_follow_their_runs_alone_for_20_steps(tmp_path):
-    """20 steps in one epoch, fp32: k is exact; lambda and the training reconstruction agree to
-    1e-3 (lambda) and 1e-2 (the mean reconstruction and L0 over the steps), relative (docs/scaling.md)."""
+    """20 steps in one epoch, fp32: k is exact; lambda agrees to 1e-3 and the epoch's mean
+    reconstruction and L0 to 1e-2, relative (docs/scaling.md)."""
     extra = ("data.epoch_size=1280", "trainer.precision=32", "trainer.channels_last=false")
     cfgs = _cfgs(*extra)
     loop = [build_member(PackJob(c, tmp_path / f"l{i}"), i) for i, c in enumerate(cfgs)]

@@ -362,10 +362,190 @@ def training_section(
     return figures
 
 
+# The protocol's batch, at which a pack's step is timed.
+PACK_BATCH = 64
+# Pack sizes timed on a GPU; the paper protocol's packs hold 6 (per dataset: 2 methods x 3 seeds).
+GPU_PACK_SIZES = (1, 3, 6, 12, 24, 48)
+# Paper protocol: dSprites' 737,280 images per epoch, 150 epochs, 2 packs of 6 (one per dataset).
+PAPER_EPOCH_IMAGES, PAPER_EPOCHS, PAPER_PACKS = 737_280, 150, 2
+
+
+def pack_configs(n: int, steps: int, accelerator: str, epochs: int = 3) -> list:
+    """``n`` smoke-sized job configs at the protocol's batch (Top-k and L1 alternating, seeds
+    0, 1, ...) with ``steps`` steps per epoch and ``epochs`` epochs."""
+    from hydra import compose, initialize_config_dir
+
+    from vaesae.train import CONF_DIR
+
+    overrides = [
+        "experiment=smoke",
+        f"data.batch_size={PACK_BATCH}",
+        f"data.epoch_size={PACK_BATCH * steps}",
+        "data.eval_size=500",
+        "data.eval_batch_size=500",
+        f"schedule.schedule_epochs={epochs - 1}",
+        "schedule.hold_epochs=1",
+        "logger=none",
+        *(["trainer=gpu"] if accelerator == "gpu" else []),
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return [
+            compose(
+                "train", overrides=[*overrides, f"method={('topk', 'l1')[i % 2]}", f"seed={i // 2}"]
+            )
+            for i in range(n)
+        ]
+
+
+def pack_members(n: int, steps: int, accelerator: str, root: Path) -> list:
+    """The members of :func:`pack_configs`, started and at their first step."""
+    from vaesae.pack.engine import PackJob, build_member
+
+    members = []
+    for i, cfg in enumerate(pack_configs(n, steps, accelerator)):
+        member = build_member(PackJob(cfg, root / f"member{i}"), i)
+        assert member is not None
+        with member.scope():
+            member.start()
+            member.epoch_start()
+        members.append(member)
+    return members
+
+
+def _timed(steps: Callable[[int], object], count: int, warmup: int, device) -> float:
+    """Seconds taken by steps ``warmup .. count - 1`` (the first ``warmup`` untimed)."""
+    for b in range(warmup):
+        steps(b)
+    _sync(device)
+    start = time.perf_counter()
+    for b in range(warmup, count):
+        steps(b)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def step_img_per_s(n: int, mode: str, steps: int, warmup: int, root: Path) -> float:
+    """Training images/s of a GPU pack of ``n`` members over ``steps`` steps: ``loop`` (member
+    after member at each step) or ``vmap`` (one stacked step)."""
+    from vaesae.pack.stacked import StackedStep
+
+    members = pack_members(n, steps, "gpu", root / f"{mode}{n}")
+    device = members[0].device
+    if mode == "loop":
+
+        def loop(b: int) -> None:
+            for m in members:
+                with m.scope():
+                    m.step(b)
+
+        elapsed = _timed(loop, steps, warmup, device)
+    else:
+        stacked = StackedStep(members)
+        stacked.sync_from_members(members, members)
+        elapsed = _timed(functools.partial(stacked.step, members), steps, warmup, device)
+    return n * (steps - warmup) * PACK_BATCH / elapsed
+
+
+def runs_img_per_s(n: int, engine: str, steps: int, root: Path, epochs: int = 3) -> float:
+    """Training images per wall-clock second of ``n`` whole CPU runs (epoch ends included):
+    ``sequential`` (each through `vaesae.train.train`, one after another, as the basic launcher
+    runs them) or a pack (`train_pack` in mode ``loop`` or ``vmap``)."""
+    from vaesae.pack import PackJob, train_pack
+    from vaesae.train import train
+
+    cfgs = pack_configs(n, steps, "cpu", epochs)
+    start = time.perf_counter()
+    if engine == "sequential":
+        for i, cfg in enumerate(cfgs):
+            train(cfg, root / f"{engine}{i}")
+    else:
+        train_pack([PackJob(c, root / f"{engine}{i}") for i, c in enumerate(cfgs)], mode=engine)
+    return n * epochs * steps * PACK_BATCH / (time.perf_counter() - start)
+
+
+def pack_section(accelerator: str = "cpu", members: int = 4, steps: int = 24) -> dict[str, float]:
+    """A pack's training images/s at the protocol's batch (64).
+
+    CPU: ``members`` smoke-sized runs (3 epochs of ``steps`` steps, evaluation included) as one
+    pack against the same runs one after another through the single engine:
+    ``pack_img_per_s`` (the default mode here, loop), ``pack_vs_sequential``, and the stacked
+    mode's ``pack_vmap_img_per_s``. GPU: for each pack size N in GPU_PACK_SIZES the stacked
+    step's ms, images/s and peak memory, the loop's ms for N <= 6, a profile's top kernels at
+    N = 12 (printed), and the paper protocol's hours extrapolated from the N = 6 stacked step
+    plus one evaluation per member and epoch.
+    """
+    import tempfile
+
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if accelerator == "cpu":
+            figures["pack_members"] = members
+            seq = runs_img_per_s(members, "sequential", steps, root)
+            figures["pack_sequential_img_per_s"] = seq
+            figures["pack_img_per_s"] = runs_img_per_s(members, "loop", steps, root)
+            figures["pack_vs_sequential"] = figures["pack_img_per_s"] / seq
+            figures["pack_vmap_img_per_s"] = runs_img_per_s(members, "vmap", steps, root)
+            figures["pack_vmap_vs_sequential"] = figures["pack_vmap_img_per_s"] / seq
+            return figures
+        warmup = 4
+        for n in GPU_PACK_SIZES:
+            torch.cuda.reset_peak_memory_stats()
+            rate = step_img_per_s(n, "vmap", steps, warmup, root)
+            figures[f"pack{n}_vmap_img_per_s"] = rate
+            figures[f"pack{n}_vmap_ms_per_step"] = 1e3 * n * PACK_BATCH / rate
+            figures[f"pack{n}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            if n <= 6:
+                loop = step_img_per_s(n, "loop", steps, warmup, root)
+                figures[f"pack{n}_loop_ms_per_step"] = 1e3 * n * PACK_BATCH / loop
+        _print_top_kernels(root, 12, steps)
+        eval_s = _member_eval_s(root)
+        figures["member_eval_s"] = eval_s
+        step_s = figures["pack6_vmap_ms_per_step"] / 1e3
+        epoch_s = PAPER_EPOCH_IMAGES / PACK_BATCH * step_s + 6 * eval_s
+        figures["paper_reproduce_h_extrapolated"] = PAPER_PACKS * PAPER_EPOCHS * epoch_s / 3600
+    return figures
+
+
+def _print_top_kernels(root: Path, n: int, steps: int) -> None:
+    """The ten CUDA kernels with the most device time over 5 stacked steps of ``n`` members."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from vaesae.pack.stacked import StackedStep
+
+    members = pack_members(n, steps, "gpu", root / "profile")
+    stacked = StackedStep(members)
+    stacked.sync_from_members(members, members)
+    for b in range(3):
+        stacked.step(members, b)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for b in range(3, 8):
+            stacked.step(members, b)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=10), flush=True)
+
+
+def _member_eval_s(root: Path) -> float:
+    """Seconds of one member's epoch-end evaluation of the 10,000-sample set on the GPU."""
+    from vaesae.evaluation import EvalSettings, collect_codes, evaluate_codes
+
+    member = pack_members(1, 8, "gpu", root / "eval")[0]
+    dm, module = member.parts.datamodule, member.module
+    dm.eval_size = EVAL_SIZE
+
+    def evaluate() -> None:
+        mu, codes, f, _, _ = collect_codes(module, dm.eval_batches(module.device))
+        evaluate_codes(mu, codes, f, dm.dataset.factor_names, EvalSettings(), None, None)
+        _sync(module.device)
+
+    return median_time(evaluate, 3)
+
+
 SECTIONS: dict[str, Callable[[], dict[str, float]]] = {
     "metrics": metrics_section,
     "data": data_section,
     "training": training_section,
+    "pack": pack_section,
 }
 
 
@@ -427,6 +607,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     sections = dict(SECTIONS)
     if args.accelerator == "gpu":
         sections["training"] = functools.partial(training_section, accelerator="gpu")
+        sections["pack"] = functools.partial(pack_section, accelerator="gpu")
     figures: dict[str, float] = {}
     for name in args.only or list(SECTIONS):
         section = sections[name]()

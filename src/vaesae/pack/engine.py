@@ -2,14 +2,15 @@
 
 Each member is assembled by the single engine's code (`vaesae.assembly`) and keeps its own run
 directory, generators, optimizer, callbacks and files; the engine only owns the loop. Per epoch:
-every member's epoch start, then step b of every member for b = 0 .. steps - 1, then every
-member's epoch end (evaluation, metrics row, pictures, W&B, checkpoint). A member whose loss turns
+every member's epoch start, then the epoch's steps, then every member's epoch end (evaluation,
+metrics row, pictures, W&B, checkpoint). A member whose loss turns
 non-finite, or whose code raises, is frozen and marked failed; the others go on.
 
 Two ways to take a step (``mode``):
 
-- ``loop``: member after member, each through its own module (`Member.step`). Bitwise the run it
-  would be alone. On a CPU this is the faster way (docs: Scaling).
+- ``loop``: each member's steps of the epoch through its own module (`Member.step`), member
+  after member. Bitwise the run it would be alone. On a CPU this is the faster way (docs:
+  Scaling).
 - ``vmap``: all members in one vectorised forward and backward over stacked weights
   (`vaesae.pack.stacked`), one Adam over the stacked parameters. Equal to the runs alone up to
   the last bits that batched kernels change (docs: Scaling gives the measured tolerance).
@@ -140,10 +141,12 @@ def train_pack(
                     stacked.step([m for m in active if m.status == "running"], b)
                 stacked.sync_to_members(active)
             else:
-                for b in range(steps):
-                    for m in active:
-                        if m.status == "running":
-                            _guarded(m, f"step {b}", m.step, b)
+                # Member-major: a member's whole epoch, then the next member's. The members are
+                # independent, so the order changes no figure, and each keeps its weights warm
+                # in the CPU's caches for the epoch.
+                for m in active:
+                    if m.status == "running":
+                        _guarded(m, f"epoch {m.epoch}", m.steps, steps)
             for m in active:
                 if m.status == "running":
                     _guarded(m, "epoch end", m.epoch_end)

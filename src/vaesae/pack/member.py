@@ -243,6 +243,11 @@ class Member:
         self.optimizer.step()
         self.finish_step({**out, "loss": out["loss"].detach()}, batch, batch_idx)
 
+    def steps(self, count: int) -> None:
+        """Steps 0 .. count - 1 of the current epoch, one after another."""
+        for b in range(count):
+            self.step(b)
+
     def finish_step(
         self, outputs: dict[str, Tensor], batch: Any, batch_idx: int, module_hook: bool = True
     ) -> None:
