@@ -24,13 +24,16 @@ class PackLauncher(Launcher):
     """Launch a multirun as packs (`vaesae.pack.engine.train_pack`).
 
     ``mode``: auto | loop | vmap (`vaesae.pack.keys.pack_mode_for`); ``max_members``: the
-    largest pack; a larger group is split in order.
+    largest pack (a larger group is split in order); ``n_jobs``: packs trained at a time, each
+    in its own process (the joblib launcher's setting, so an experiment that sets it for joblib
+    keeps its meaning).
     """
 
-    def __init__(self, mode: str = "auto", max_members: int = 48) -> None:
+    def __init__(self, mode: str = "auto", max_members: int = 48, n_jobs: int = 1) -> None:
         super().__init__()
         self.mode = mode
         self.max_members = int(max_members)
+        self.n_jobs = int(n_jobs)
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
 
@@ -46,8 +49,9 @@ class PackLauncher(Launcher):
         from vaesae.pack.launch import collect_job, train_packs
 
         assert self.config is not None and self.hydra_context is not None
-        if self.max_members < 1:
-            raise ValueError(f"hydra.launcher.max_members={self.max_members} must be >= 1")
+        for name in ("max_members", "n_jobs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"hydra.launcher.{name}={getattr(self, name)} must be >= 1")
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -73,5 +77,5 @@ class PackLauncher(Launcher):
             returns.append(ret)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         # A job's outcome is in its summary.json, which the sweep's failure list reads.
-        train_packs(jobs, sweep_dir, self.mode, self.max_members)
+        train_packs(jobs, sweep_dir, self.mode, self.max_members, self.n_jobs)
         return returns

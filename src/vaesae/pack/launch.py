@@ -16,7 +16,7 @@ from vaesae.config import ConfigError, validate_config
 from vaesae.pack.engine import PackJob, train_pack
 from vaesae.pack.keys import pack_key
 
-__all__ = ["collect_job", "group_packs", "train_packs"]
+__all__ = ["collect_job", "group_packs", "train_packs", "train_one_pack"]
 
 log = logging.getLogger("vaesae")
 
@@ -52,27 +52,44 @@ def group_packs(jobs: Sequence[PackJob], max_members: int) -> list[list[PackJob]
     ]
 
 
-def train_packs(jobs: Sequence[PackJob], sweep_dir: Path, mode: str, max_members: int) -> None:
-    """Train every pack of ``jobs``; a pack that fails as a whole marks its unfinished jobs
-    failed (with the reason) and the next pack goes on."""
+def train_packs(
+    jobs: Sequence[PackJob], sweep_dir: Path, mode: str, max_members: int, n_jobs: int = 1
+) -> None:
+    """Train every pack of ``jobs``, ``n_jobs`` packs at a time (each in its own process when
+    more than one); a pack that fails as a whole marks its unfinished jobs failed (with the
+    reason) and the other packs go on."""
     packs = group_packs(jobs, max_members)
     log.info("%d job(s) in %d pack(s)", len(jobs), len(packs))
-    for n, pack in enumerate(packs):
-        pack_id = f"{sweep_dir.name}-p{n}"
-        try:
-            train_pack(pack, pack_id=pack_id, group=sweep_dir.name, mode=mode)
-        except Exception as err:
-            log.error("pack %s failed:\n%s", pack_id, traceback.format_exc())
-            for job in pack:
-                summary = job.run_dir / "summary.json"
-                if not summary.exists() or '"completed"' not in summary.read_text():
-                    write_json(
-                        summary,
-                        {
-                            "run_name": str(job.cfg.run_name),
-                            "engine": "pack",
-                            "pack_id": pack_id,
-                            "status": "failed",
-                            "error": f"{type(err).__name__}: {err}",
-                        },
-                    )
+    work = [(pack, f"{sweep_dir.name}-p{n}", sweep_dir.name, mode) for n, pack in enumerate(packs)]
+    if n_jobs > 1 and len(packs) > 1:
+        from joblib import Parallel, delayed
+
+        Parallel(n_jobs=min(n_jobs, len(packs)), backend="loky")(
+            delayed(train_one_pack)(*args) for args in work
+        )
+    else:
+        for args in work:
+            train_one_pack(*args)
+
+
+def train_one_pack(pack: list[PackJob], pack_id: str, group: str, mode: str) -> None:
+    """`train_pack`, with a failure of the pack as a whole written to its jobs' summaries."""
+    if not logging.getLogger().handlers:  # a worker process: log to its stderr
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    try:
+        train_pack(pack, pack_id=pack_id, group=group, mode=mode)
+    except Exception as err:
+        log.error("pack %s failed:\n%s", pack_id, traceback.format_exc())
+        for job in pack:
+            summary = job.run_dir / "summary.json"
+            if not summary.exists() or '"completed"' not in summary.read_text():
+                write_json(
+                    summary,
+                    {
+                        "run_name": str(job.cfg.run_name),
+                        "engine": "pack",
+                        "pack_id": pack_id,
+                        "status": "failed",
+                        "error": f"{type(err).__name__}: {err}",
+                    },
+                )
