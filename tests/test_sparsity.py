@@ -1,9 +1,11 @@
+import dataclasses
 import math
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, TensorDataset
 
 from vaesae.models import VAESAE, SparseAutoencoder, l0_norm, l1_norm, sae_mse, vae_sae_loss
@@ -22,6 +24,7 @@ from vaesae.sparsity import (
     total_epochs,
     validate_schedule,
 )
+from vaesae.train import CONF_DIR
 
 DECAYING = ("linear", "cosine", "exponential", "step")
 
@@ -436,6 +439,80 @@ def test_controller_brings_l0_to_target_in_closed_loop():
         state = l1_control_step(state, l0s[-1], k_target, k_target, gains)
     assert l0s[0] > 2 * k_target  # starts far from the target
     assert sum(l0s[-50:]) / 50 == pytest.approx(k_target, rel=0.2)
+
+
+# A threshold plant, JumpReLU's: L0 answers lambda through the threshold theta, which Adam moves
+# by about the learning rate per step while lambda outweighs the reconstruction's pull at the
+# threshold (the balance, which rises as L0 falls). So lambda sets how fast L0 falls (up to
+# THRESHOLD_RATE per step, with Adam's momentum), not where it settles, and L0 never comes back up:
+# once theta has passed the codes no lambda raises L0 again. Balances 5x apart, as between
+# dSprites and Shapes3D on the demo.
+THRESHOLD_RATE, THRESHOLD_BALANCES = 0.015, (0.2, 1.0)
+
+
+def _threshold_plant(targets, k_end, gains, balance, seed=0, natural=100.0, momentum=0.9):
+    """Closed loop on the threshold plant; returns (k, true L0, lambda, engaged) per step."""
+    rng = np.random.default_rng(seed)
+    noise = 1 + 0.03 * rng.standard_normal(len(targets))
+    state, l0, speed, rows = l1_initial_state(gains), natural, 0.0, []
+    for t, k in enumerate(targets):
+        push = math.log(state.coef / (balance * natural / l0))  # nats above the balance
+        speed = momentum * speed + (1 - momentum) * THRESHOLD_RATE * min(max(push, 0.0), 1.0)
+        l0 *= 1 - speed
+        rows.append((k, l0, state.coef, state.engaged))
+        tracked = targets[min(t + gains.track_lead, len(targets) - 1)]
+        state = l1_control_step(
+            state, l0 * noise[t], tracked, k_end, gains, *_ahead(targets, t, gains)
+        )
+    return rows
+
+
+def _composed_gains(*overrides):
+    """The controller's settings that a training run composes (``method.l1_*``)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["method=l1", *overrides])
+    return L1Gains(**{k.removeprefix("l1_"): v for k, v in cfg.method.items() if k != "name"})
+
+
+def test_only_the_jumprelu_arm_changes_the_controllers_settings():
+    # The L1 rule keeps the module's defaults; JumpReLU changes its start, kp, kff and smoothing.
+    assert _composed_gains() == L1Gains()
+    jump = _composed_gains("arm=jumprelu")
+    changed = {
+        f.name
+        for f in dataclasses.fields(jump)
+        if getattr(jump, f.name) != getattr(L1Gains(), f.name)
+    }
+    assert changed == {"coef_init", "kp", "kff", "smoothing"}
+
+
+def _at_k_at_k_end(gains, balance, seed=0):
+    """Whether L0 on the threshold plant is within 10 % of k at the end of the first epoch at
+    k_end (the demo's length: a 320-step ramp, 160 held, 32 steps per epoch) and never falls
+    below 0.85 k."""
+    ratio = _ratios(_threshold_plant(_ramp(320, 160), 50, gains, balance, seed))
+    return abs(ratio[351] - 1) <= 0.1 and ratio[320:].min() >= 0.85
+
+
+@pytest.mark.parametrize("balance", THRESHOLD_BALANCES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_jumprelu_gains_bring_a_threshold_plant_to_k_at_k_end(balance, seed):
+    assert _at_k_at_k_end(_composed_gains("arm=jumprelu"), balance, seed)
+
+
+@pytest.mark.parametrize(
+    "departure",
+    [
+        # the L1 rule's gains from the arm's start: the feed-forward and the integral, wound up
+        # over the ramp, hold lambda above the balance after L0 meets k, and L0 ends far below k
+        {"kp": L1Gains().kp, "kff": L1Gains().kff, "smoothing": L1Gains().smoothing},
+        {"kff": L1Gains().kff},  # the feed-forward alone: L0 passes k on the low balance
+        {"kp": L1Gains().kp},  # the integral alone: late on the high balance, low on the low one
+    ],
+)
+def test_threshold_plant_checks_catch_the_l1_rules_gains(departure):
+    gains = dataclasses.replace(_composed_gains("arm=jumprelu"), **departure)
+    assert not all(_at_k_at_k_end(gains, balance) for balance in THRESHOLD_BALANCES)
 
 
 # --- callback --------------------------------------------------------------------------------
