@@ -280,6 +280,13 @@ def test_pack_keys_group_what_can_share_a_loop():
     assert pack_key(make_cfg()) != pack_key(make_cfg("data.batch_size=32"))
 
 
+def test_a_pack_refuses_jobs_that_do_not_share_a_key(tmp_path):
+    jobs = [PackJob(make_cfg(), tmp_path / "a"), PackJob(make_cfg("arm=center"), tmp_path / "b")]
+    with pytest.raises(ConfigError, match="pack key"):
+        train_pack(jobs)
+    assert not (tmp_path / "a").exists()  # refused before any work
+
+
 def test_vmap_refuses_a_member_it_cannot_stack():
     with pytest.raises(ConfigError, match="remedy auxk"):
         pack_mode_for([make_cfg("arm=auxk")], requested="vmap")

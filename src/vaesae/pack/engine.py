@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from vaesae.assembly import assemble, config_dict, run_meta, run_plan
 from vaesae.atomic import write_json
 from vaesae.config import ConfigError, validate_config
-from vaesae.pack.keys import PACK_MODES, pack_mode_for
+from vaesae.pack.keys import PACK_MODES, pack_key, pack_mode_for
 from vaesae.pack.member import Member
 from vaesae.pack.stacked import StackedStep
 
@@ -117,6 +117,12 @@ def train_pack(
         raise ConfigError(f"pack mode={mode!r} is not valid; choose one of: auto, loop, vmap")
     for job in jobs:
         validate_config(job.cfg)
+    if len({pack_key(job.cfg) for job in jobs}) > 1:
+        raise ConfigError(
+            "the jobs of a pack must share their pack key (data, model, activation family, "
+            "remedy, sizes, epochs, precision, accelerator): group them with "
+            "vaesae.pack.launch.group_packs"
+        )
     if mode == "auto" or mode == "vmap":
         mode = pack_mode_for([job.cfg for job in jobs], requested=mode)
     if jobs and jobs[0].cfg.trainer.threads:
@@ -150,12 +156,11 @@ def train_pack(
             for m in active:
                 if m.status == "running":
                     _guarded(m, "epoch end", m.epoch_end)
-    except BaseException as err:
+    except BaseException:
+        # Killed or broken as a whole: every unfinished member can resume from its last.ckpt.
         for m in members:
             if m.status == "running":
                 m.finish("interrupted")
-        if isinstance(err, KeyboardInterrupt | SystemExit):
-            raise
         raise
     for m in members:
         m.finish("completed")
