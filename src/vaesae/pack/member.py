@@ -213,9 +213,10 @@ class Member:
 
     def start(self) -> None:
         """Lightning's start of fit: data, data-dependent init, the callbacks' start hooks."""
-        dm = self.parts.datamodule
-        dm.setup("fit")
-        self.call("setup", "fit")
+        self.parts.datamodule.setup("fit")
+        # The module's own setup (its memory layout) ran before its optimizer was built.
+        for cb in self.callbacks:
+            cb.setup(self.hook_trainer, self.module, "fit")
         self.call("on_fit_start")
         self.call("on_train_start")
 
