@@ -530,7 +530,7 @@ def _print_top_kernels(root: Path, n: int, steps: int) -> None:
         for b in range(3, 8):
             stacked.step(members, b)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=10), flush=True)
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=10), flush=True)
 
 
 def _member_eval_s(root: Path) -> float:
