@@ -302,7 +302,6 @@ def test_the_pack_launcher_trains_a_sweep_in_one_pack(tmp_path):
         "-m",
         *FAST,
         "method=topk,l1",
-        "seed=0,1",
         "logger=none",
         "hydra/launcher=pack",
         f"hydra.sweep.dir={sweep}",
@@ -311,8 +310,8 @@ def test_the_pack_launcher_trains_a_sweep_in_one_pack(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
-    assert len(summaries) == 4
+    assert len(summaries) == 2
     assert {s["status"] for s in summaries} == {"completed"}
     assert {s["pack_id"] for s in summaries} == {"sweep-p0"}
-    assert sorted(s["pack_member"] for s in summaries) == [0, 1, 2, 3]
+    assert sorted(s["pack_member"] for s in summaries) == [0, 1]
     assert all((sweep / s["run_name"] / ".hydra" / "config.yaml").exists() for s in summaries)

@@ -141,12 +141,13 @@ def train_pack(
             for m in active:
                 _guarded(m, "epoch start", m.epoch_start)
             steps = active[0].parts.plan.steps_per_epoch
-            if stacked is not None:
-                stacked.sync_from_members(unfinished, active)
+            running = [m for m in active if m.status == "running"]
+            if stacked is not None and running:
+                stacked.sync_from_members(unfinished, running)
                 for b in range(steps):
-                    stacked.step([m for m in active if m.status == "running"], b)
-                stacked.sync_to_members(active)
-            else:
+                    stacked.step(running, b)
+                stacked.sync_to_members(running)
+            elif stacked is None:
                 # Member-major: a member's whole epoch, then the next member's. The members are
                 # independent, so the order changes no figure, and each keeps its weights warm
                 # in the CPU's caches for the epoch.
