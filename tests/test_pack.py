@@ -315,3 +315,15 @@ def test_the_pack_launcher_trains_a_sweep_in_one_pack(tmp_path):
     assert {s["pack_id"] for s in summaries} == {"sweep-p0"}
     assert sorted(s["pack_member"] for s in summaries) == [0, 1]
     assert all((sweep / s["run_name"] / ".hydra" / "config.yaml").exists() for s in summaries)
+
+
+def test_each_member_logs_to_its_own_wandb_run(tmp_path):
+    extra = ("logger=wandb", "schedule.schedule_epochs=1", "pictures.epochs=[final]")
+    cfgs = [make_cfg(f"method={m}", f"seed={s}", *extra) for m, s in MEMBERS]
+    train_pack([PackJob(c, tmp_path / f"w{i}") for i, c in enumerate(cfgs)], mode="loop")
+    runs = [list((tmp_path / f"w{i}" / "wandb").glob("offline-run-*")) for i in range(2)]
+    assert [len(r) for r in runs] == [1, 1]
+    assert runs[0][0].name.split("-")[-1] != runs[1][0].name.split("-")[-1]  # two run ids
+    for (run,) in runs:
+        images = [p.name for p in (run / "files" / "media" / "images").rglob("*.png")]
+        assert any(name.startswith("reconstructions") for name in images), images

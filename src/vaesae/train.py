@@ -38,7 +38,7 @@ log = logging.getLogger("vaesae")
 silence_lightning_pytree_warning()
 
 
-def _loggers(cfg: DictConfig, run_dir: Path, group: str, own_run: bool = False) -> list:
+def run_loggers(cfg: DictConfig, run_dir: Path, group: str, own_run: bool = False) -> list:
     """The run's W&B logger (none for csv or none). ``own_run``: start its W&B run at once as a
     new run of this process (a pack's members each get one; Lightning's logger would otherwise
     attach every member to the first member's run)."""
@@ -105,7 +105,7 @@ def train(cfg: DictConfig, run_dir: str | Path, group: str = "single") -> dict[s
             accelerator=cfg.trainer.accelerator,
             devices=cfg.trainer.devices,
             precision=plan.precision,
-            logger=_loggers(cfg, run_dir, group) or False,
+            logger=run_loggers(cfg, run_dir, group) or False,
             callbacks=parts.callbacks,
             enable_checkpointing=False,
             enable_progress_bar=cfg.trainer.progress_bar,

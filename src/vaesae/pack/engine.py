@@ -59,7 +59,7 @@ def build_member(
 ) -> Member | None:
     """The member of ``job``, restored from its checkpoint under ``resume``; None for a job
     that is already complete. A job whose config or assembly fails leaves a failed summary."""
-    from vaesae.train import _loggers, resume_point
+    from vaesae.train import resume_point, run_loggers
 
     cfg, run_dir = job.cfg, job.run_dir
     plan = run_plan(cfg)
@@ -70,7 +70,7 @@ def build_member(
     try:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         parts = assemble(cfg, run_dir, plan, meta)
-        loggers = _loggers(cfg, run_dir, group, own_run=True)
+        loggers = run_loggers(cfg, run_dir, group, own_run=True)
         member = Member(parts, run_dir, _device(cfg), index, loggers)
     except Exception as err:
         write_json(
