@@ -305,6 +305,19 @@ def lightning_img_per_s(
     return (steps - warmup) * dm.batch_size / (timer.end - timer.start), module
 
 
+def eval_epoch_s(module, dm) -> float:
+    """Median seconds of one epoch-end evaluation of ``dm``'s evaluation set by ``module``: the
+    forward pass and every per-epoch metric."""
+    from vaesae.evaluation import EvalSettings, collect_codes, evaluate_codes
+
+    def evaluate() -> None:
+        mu, codes, f, _, _ = collect_codes(module, dm.eval_batches(module.device))
+        evaluate_codes(mu, codes, f, dm.dataset.factor_names, EvalSettings(), None, None)
+        _sync(module.device)
+
+    return median_time(evaluate, 3)
+
+
 def training_section(
     steps: int = 40, warmup: int = 5, batch_size: int = 256, accelerator: str = "cpu"
 ) -> dict[str, float]:
@@ -318,7 +331,6 @@ def training_section(
     loop on the path Lightning trains with, so Lightning / plain compares like with like.
     """
     from vaesae.data.datamodule import GroundTruthDataModule
-    from vaesae.evaluation import EvalSettings, collect_codes, evaluate_codes
     from vaesae.precision import resolve_channels_last, resolve_precision
 
     dm = GroundTruthDataModule(
@@ -351,12 +363,7 @@ def training_section(
     figures["train_vs_naive_fp32"] = figures["train_img_per_s"] / figures["naive_fp32_img_per_s"]
 
     # One evaluation of the fixed 10,000-sample set (forward + every per-epoch metric).
-    def evaluate() -> None:
-        mu, codes, f, _, _ = collect_codes(module, dm.eval_batches(module.device))
-        evaluate_codes(mu, codes, f, dm.dataset.factor_names, EvalSettings(), None, None)
-        _sync(module.device)
-
-    figures["eval_epoch_s"] = median_time(evaluate, 3)
+    figures["eval_epoch_s"] = eval_epoch_s(module, dm)
     paper_epoch_s = len(dm.dataset) / figures["train_img_per_s"]
     figures["eval_fraction_of_paper_epoch"] = figures["eval_epoch_s"] / paper_epoch_s
     return figures
@@ -535,18 +542,9 @@ def _print_top_kernels(root: Path, n: int, steps: int) -> None:
 
 def _member_eval_s(root: Path) -> float:
     """Seconds of one member's epoch-end evaluation of the 10,000-sample set on the GPU."""
-    from vaesae.evaluation import EvalSettings, collect_codes, evaluate_codes
-
     member = pack_members(1, 8, "gpu", root / "eval")[0]
-    dm, module = member.parts.datamodule, member.module
-    dm.eval_size = EVAL_SIZE
-
-    def evaluate() -> None:
-        mu, codes, f, _, _ = collect_codes(module, dm.eval_batches(module.device))
-        evaluate_codes(mu, codes, f, dm.dataset.factor_names, EvalSettings(), None, None)
-        _sync(module.device)
-
-    return median_time(evaluate, 3)
+    member.parts.datamodule.eval_size = EVAL_SIZE
+    return eval_epoch_s(member.module, member.parts.datamodule)
 
 
 SECTIONS: dict[str, Callable[[], dict[str, float]]] = {

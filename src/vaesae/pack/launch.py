@@ -3,6 +3,7 @@ key, train each pack. The Hydra plugin class (`hydra_plugins.vaesae_pack`) only 
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections.abc import Sequence
@@ -82,7 +83,7 @@ def train_one_pack(pack: list[PackJob], pack_id: str, group: str, mode: str) -> 
         log.error("pack %s failed:\n%s", pack_id, traceback.format_exc())
         for job in pack:
             summary = job.run_dir / "summary.json"
-            if not summary.exists() or '"completed"' not in summary.read_text():
+            if not summary.exists() or json.loads(summary.read_text()).get("status") != "completed":
                 write_json(
                     summary,
                     {

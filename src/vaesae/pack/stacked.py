@@ -213,14 +213,15 @@ class StackedStep:
         self.optimizer.step()
         if members[0].module.model.sae.normalize_decoder:
             self.stack.renormalize_decoders_()
+        # Nothing after the step draws a random number for the members that stack (no remedy,
+        # no replacement rule), so their generators need not be swapped in here.
         for i, batch in batches.items():
             m = members[i]
-            with m.scope():
-                logged = {name: value[i] for name, value in figures.items() if "/" in name}
-                m.module.log_dict(logged, batch_size=len(batch[0]))
-                m.module.window.update(codes[i].detach())
-                out = {"loss": figures["loss"][i].detach(), "l0": figures["l0"][i]}
-                m.finish_step(out, batch, batch_idx, module_hook=False)
+            logged = {name: value[i] for name, value in figures.items() if "/" in name}
+            m.module.log_dict(logged, batch_size=len(batch[0]))
+            m.module.window.update(codes[i].detach())
+            out = {"loss": figures["loss"][i].detach(), "l0": figures["l0"][i]}
+            m.finish_step(out, batch, batch_idx, module_hook=False)
 
 
 def _moment(state: dict, idx: int, key: str, like: Tensor) -> Tensor:
