@@ -315,6 +315,15 @@ def test_the_pack_launcher_trains_a_sweep_in_one_pack(tmp_path):
     assert {s["pack_id"] for s in summaries} == {"sweep-p0"}
     assert sorted(s["pack_member"] for s in summaries) == [0, 1]
     assert all((sweep / s["run_name"] / ".hydra" / "config.yaml").exists() for s in summaries)
+    # Each member's train.log holds its own epoch lines, as a job's log does under Hydra.
+    names = [s["run_name"] for s in summaries]
+    for name, other in zip(names, reversed(names), strict=True):
+        member_log = (sweep / name / "train.log").read_text()
+        assert f"{name} epoch 0 " in member_log
+        assert other not in member_log
+    # The pack says how far it is and how long it has left, once per epoch.
+    console = done.stdout + done.stderr
+    assert "pack sweep-p0: epoch 1/" in console and " left" in console
 
 
 def test_each_member_logs_to_its_own_wandb_run(tmp_path):

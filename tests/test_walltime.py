@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
+
 import pytest
 
-from vaesae.walltime import LONG_CPU_RUN_S, format_duration, seconds_left, smaller_sizes_hint
+from vaesae.walltime import (
+    LONG_CPU_RUN_S,
+    WallTimeEstimate,
+    format_duration,
+    seconds_left,
+    smaller_sizes_hint,
+)
 
 
 def test_seconds_left_is_steps_at_the_rate_plus_the_evaluations():
@@ -51,3 +60,26 @@ def test_a_long_cpu_run_names_the_smaller_sizes():
     assert "experiment=demo" in hint and "experiment=smoke" in hint and "trainer=gpu" in hint
     assert smaller_sizes_hint(LONG_CPU_RUN_S, "cpu") is None
     assert smaller_sizes_hint(10 * LONG_CPU_RUN_S, "gpu") is None
+
+
+def _one_epoch(estimate: WallTimeEstimate, steps: int) -> None:
+    trainer = SimpleNamespace(global_step=0, current_epoch=0)
+    for b in range(steps):
+        trainer.global_step += 1
+        estimate.on_train_batch_end(trainer, None, None, None, b)  # pyright: ignore[reportArgumentType]
+    estimate.on_train_epoch_end(trainer, None)  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.parametrize("log_progress", [True, False])
+def test_each_epoch_logs_the_time_left_unless_a_pack_logs_it(caplog, log_progress):
+    estimate = WallTimeEstimate(3 * 30, 3, "cpu", name="run-a", log_progress=log_progress)
+    with caplog.at_level(logging.INFO, logger="vaesae"):
+        _one_epoch(estimate, 30)
+    lines = [r.getMessage() for r in caplog.records]
+    # The time left is known from the timed steps either way (the progress bar reads it).
+    assert estimate.left(30, 1) is not None
+    if log_progress:
+        assert any(line.startswith("expected wall time:") for line in lines)
+        assert any(line.startswith("run-a epoch 1/3 done, about ") for line in lines)
+    else:
+        assert lines == []

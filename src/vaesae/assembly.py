@@ -155,7 +155,10 @@ def assemble(cfg: DictConfig, run_dir: Path, plan: RunPlan, meta: dict[str, Any]
         PictureSettings.from_config(cfg.pictures, plan.reference_epoch, plan.total_epochs),
     )
     walltime = WallTimeEstimate(
-        plan.steps_per_epoch * plan.total_epochs, plan.total_epochs, cfg.trainer.accelerator
+        plan.steps_per_epoch * plan.total_epochs,
+        plan.total_epochs,
+        cfg.trainer.accelerator,
+        name=str(cfg.run_name),
     )
     callbacks: list[pl.Callback] = [
         SparsityScheduleCallback(

@@ -82,17 +82,28 @@ def smaller_sizes_hint(seconds: float, accelerator: str) -> str | None:
 
 class WallTimeEstimate(pl.Callback):
     """Times the training steps and the end-of-epoch evaluations of this process, logs the
-    expected wall time after the first ``TIMED_STEPS`` steps (past ``WARMUP_STEPS``), and
-    answers :meth:`left` for the progress bar.
+    expected wall time after the first ``TIMED_STEPS`` steps (past ``WARMUP_STEPS``) and the time
+    left after every epoch, and answers :meth:`left` for the progress bar.
 
-    ``total_steps`` is the run's steps over all epochs; ``epochs`` its epoch count. Add it after
-    the evaluation callbacks, so an epoch's end is timed with them.
+    ``total_steps`` is the run's steps over all epochs; ``epochs`` its epoch count; ``name`` the
+    run's name in the log. ``log_progress=False`` keeps the timing but not the log lines (a pack
+    member: the pack logs its own, as its members share the process's time). Add it after the
+    evaluation callbacks, so an epoch's end is timed with them.
     """
 
-    def __init__(self, total_steps: int, epochs: int, accelerator: str) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        epochs: int,
+        accelerator: str,
+        name: str = "",
+        log_progress: bool = True,
+    ) -> None:
         self.total_steps = total_steps
         self.epochs = epochs
         self.accelerator = accelerator
+        self.name = name
+        self.log_progress = log_progress
         self.step_s: float | None = None
         self.eval_s: float | None = None
         self._steps = 0
@@ -110,7 +121,7 @@ class WallTimeEstimate(pl.Callback):
             if self._steps > WARMUP_STEPS:
                 self._timed += now - self._last_step
                 self.step_s = self._timed / (self._steps - WARMUP_STEPS)
-            if self._steps == WARMUP_STEPS + TIMED_STEPS:
+            if self._steps == WARMUP_STEPS + TIMED_STEPS and self.log_progress:
                 self._report()
         self._last_step = now
 
@@ -118,6 +129,15 @@ class WallTimeEstimate(pl.Callback):
         # After the evaluation callbacks (see the class docstring): since the epoch's last step
         # they evaluated, recorded and drew.
         self.eval_s = time.perf_counter() - self._last_step
+        left = self.left(trainer.global_step, trainer.current_epoch + 1)
+        if self.log_progress and left is not None:
+            log.info(
+                "%s epoch %d/%d done, about %s left",
+                self.name,
+                trainer.current_epoch + 1,
+                self.epochs,
+                format_duration(left),
+            )
 
     def left(self, steps_done: int, epochs_done: int) -> float | None:
         """Seconds left after ``steps_done`` steps and ``epochs_done`` evaluations; None before a

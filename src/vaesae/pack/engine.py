@@ -19,6 +19,7 @@ Two ways to take a step (``mode``):
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from vaesae.config import ConfigError, validate_config
 from vaesae.pack.keys import PACK_MODES, pack_key, pack_mode_for
 from vaesae.pack.member import Member
 from vaesae.pack.stacked import StackedStep
+from vaesae.walltime import format_duration, seconds_left, smaller_sizes_hint
 
 __all__ = ["PackJob", "build_member", "train_pack"]
 
@@ -93,15 +95,41 @@ def build_member(
 
 
 def _guarded(member: Member, what: str, fn, *args: Any) -> None:
-    """Run ``fn`` for ``member`` with its generators; an exception fails the member alone."""
-    try:
-        with member.scope():
+    """Run ``fn`` in ``member``'s scope (generators, log file); an exception fails the member
+    alone, with the traceback in its train.log."""
+    with member.scope():
+        try:
             fn(*args)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as err:
-        log.error("%s: %s failed:\n%s", member.parts.meta["run_name"], what, traceback.format_exc())
-        member.fail(f"{type(err).__name__}: {err}")
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:
+            name = member.parts.meta["run_name"]
+            log.error("%s: %s failed:\n%s", name, what, traceback.format_exc())
+            member.fail(f"{type(err).__name__}: {err}")
+
+
+def _log_time_left(pack_id: str, members: list[Member], rounds_s: list[float]) -> None:
+    """After an epoch of the pack: the epochs done and the time left at the mean epoch's wall
+    time so far (the members' epochs and evaluations together); after the first, a CPU pack
+    expected to run for hours names the smaller sizes."""
+    running = [m for m in members if m.status == "running"]
+    if not running:
+        return
+    total = max(m.parts.plan.total_epochs for m in running)
+    rounds_left = max(m.parts.plan.total_epochs - m.epoch for m in running)
+    left = seconds_left(sum(rounds_s) / len(rounds_s), rounds_left)
+    log.info(
+        "pack %s: epoch %d/%d done (%d member(s) running), about %s left",
+        pack_id,
+        total - rounds_left,
+        total,
+        len(running),
+        format_duration(left),
+    )
+    if len(rounds_s) == 1:
+        hint = smaller_sizes_hint(left + rounds_s[0], running[0].device.type)
+        if hint:
+            log.warning("pack %s: %s", pack_id, hint)
 
 
 def train_pack(
@@ -133,8 +161,10 @@ def train_pack(
     for m in members:
         _guarded(m, "start", m.start)
     stacked = StackedStep(members) if mode == "vmap" and members else None
+    rounds_s: list[float] = []
     try:
         while unfinished := [m for m in members if not m.done]:
+            round_start = time.perf_counter()
             # Members resumed from different epochs: the ones behind catch up first.
             lowest = min(m.epoch for m in unfinished)
             active = [m for m in unfinished if m.epoch == lowest]
@@ -157,6 +187,8 @@ def train_pack(
             for m in active:
                 if m.status == "running":
                     _guarded(m, "epoch end", m.epoch_end)
+            rounds_s.append(time.perf_counter() - round_start)
+            _log_time_left(pack_id, members, rounds_s)
     except BaseException:
         # Killed or broken as a whole: every unfinished member can resume from its last.ckpt.
         for m in members:

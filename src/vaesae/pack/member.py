@@ -9,6 +9,7 @@ the loop differs: the pack engine (`vaesae.pack.engine`) steps every member in o
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -23,9 +24,12 @@ import torch
 from torch import Tensor
 
 from vaesae.assembly import RunParts
-from vaesae.walltime import RunProgressBar
+from vaesae.walltime import RunProgressBar, WallTimeEstimate
 
 __all__ = ["Generators", "EpochMeans", "MemberTrainer", "Member"]
+
+# Hydra's job-log format (hydra/job_logging/default), so a member's train.log reads as a run's.
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
 @dataclass
@@ -128,6 +132,14 @@ class Member:
         self.module = parts.module
         # Lightning's progress bar needs a real Trainer; a pack logs one line per member epoch.
         self.callbacks = [cb for cb in parts.callbacks if not isinstance(cb, RunProgressBar)]
+        for cb in self.callbacks:
+            if isinstance(cb, WallTimeEstimate):
+                # The members share the process: the pack logs the time left for all of them.
+                cb.log_progress = False
+        # What the project logs while this member runs goes to its own train.log too, as a
+        # job's does under Hydra (opened at the first line, appended to on resume).
+        self.log_file = logging.FileHandler(run_dir / "train.log", delay=True)
+        self.log_file.setFormatter(logging.Formatter(LOG_FORMAT))
         self.module.to(device)
         self.module.setup("fit")
         self.optimizer = self.module.configure_optimizers()
@@ -158,12 +170,16 @@ class Member:
 
     @contextmanager
     def scope(self) -> Iterator[None]:
-        """Run the body with this member's generators installed, and keep what it drew."""
+        """Run the body with this member's generators installed (and keep what it drew), and
+        with the project's log lines copied to the member's train.log."""
         outside = Generators.capture()
         self.generators.install()
+        project_log = logging.getLogger("vaesae")
+        project_log.addHandler(self.log_file)
         try:
             yield
         finally:
+            project_log.removeHandler(self.log_file)
             self.generators = Generators.capture()
             outside.install()
 
@@ -296,6 +312,7 @@ class Member:
         if self.status == "running":
             self.status = status
             self.parts.recorder.finish(status)
+        self.log_file.close()
         for lg in self.loggers:
             lg.finalize("success" if self.status == "completed" else "failed")
             experiment = getattr(lg, "experiment", None)
