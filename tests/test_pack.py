@@ -15,6 +15,7 @@ import torch
 from smoke_config import FAST, make_cfg
 
 from vaesae.config import ConfigError
+from vaesae.evaluation import collect_codes
 from vaesae.models import VAESAE, vae_sae_loss
 from vaesae.models.activations import TopK
 from vaesae.module import VAESAEModule
@@ -22,7 +23,13 @@ from vaesae.pack import PackJob, pack_key, pack_mode_for, train_pack
 from vaesae.pack.engine import build_member
 from vaesae.pack.launch import group_packs
 from vaesae.pack.member import Member
-from vaesae.pack.stacked import StackedModels, StackedStep, rank_topk
+from vaesae.pack.stacked import (
+    StackedModels,
+    StackedStep,
+    evaluate_stacked,
+    member_k,
+    rank_topk,
+)
 from vaesae.records import read_metrics_csv
 from vaesae.train import train
 
@@ -204,6 +211,34 @@ def test_vmap_members_follow_their_runs_alone_for_20_steps(tmp_path):
         assert ra.keys() == rv.keys()
         assert float(rv["train/recon"]) == pytest.approx(float(ra["train/recon"]), rel=1e-2)
         assert float(rv["sparsity/l0"]) == pytest.approx(float(ra["sparsity/l0"]), rel=1e-2)
+
+
+def test_one_batched_evaluation_gives_each_member_its_own_figures(tmp_path):
+    """The stacked eval-mode forward (one pass for all members) equals each member's own pass:
+    codes and means to float32 rounding, the same dead units, recon and FVU to 1e-6 relative."""
+    extra = ("trainer.precision=32", "trainer.channels_last=false", "model.width=64")
+    extra += ("schedule.k_start=32", "schedule.k_end=8")
+    members = [build_member(PackJob(c, tmp_path / f"e{i}"), i) for i, c in enumerate(_cfgs(*extra))]
+    members = [m for m in members if m is not None]
+    _start(members)
+    for m in members:
+        with m.scope():
+            m.steps(3)
+    assert member_k(members[0]) < 64  # Top-k's rank mask is exercised
+    assert evaluate_stacked(members) == members
+    for m in members:
+        batched = m.parts.evaluation.collected
+        assert batched is not None
+        own = m.parts.evaluation.collector(m.module)
+        collect_codes(m.module, m.parts.datamodule.eval_batches(m.device), own)
+        for a, b in zip(own.result(), batched.result(), strict=True):
+            assert a.shape == b.shape
+            torch.testing.assert_close(b.float(), a.float(), rtol=1e-5, atol=1e-5)
+        assert own.firing is not None and batched.firing is not None
+        assert torch.equal(own.firing.compute().fire_count, batched.firing.compute().fire_count)
+        assert own.quality is not None and batched.quality is not None
+        for name, value in own.quality.compute().items():
+            assert batched.quality.compute()[name] == pytest.approx(value, rel=1e-6), name
 
 
 def test_a_member_with_a_non_finite_loss_fails_alone(tmp_path, monkeypatch):

@@ -195,6 +195,11 @@ def test_failure_before_training_still_writes_a_summary(tmp_path, monkeypatch):
         (["metrics.dci_epochs=[last]"], "metrics.dci_epochs entry 'last' is not valid"),
         (["metrics.dci_samples=2"], "metrics.dci_samples=2 must be an integer >= 3"),
         (["model.init=xavier"], "model.init='xavier' is not valid; choose one of: he, torch"),
+        (
+            ["model._target_=vaesae.models.VAESAE"],
+            "model._target_=vaesae.models.VAESAE is not a VAESAEModule (nor a subclass of one)",
+        ),
+        (["data._target_=no.such.Module"], "data._target_='no.such.Module' is not an importable"),
     ],
 )
 def test_bad_settings_fail_before_training(tmp_path, overrides, message):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vaesae.arms import arm_callbacks, arm_module_kw
@@ -110,37 +111,20 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
 def assemble(cfg: DictConfig, run_dir: Path, plan: RunPlan, meta: dict[str, Any]) -> RunParts:
     """Build the data module, the model and the callbacks of a validated config."""
     schedule = plan.schedule
-    dm = GroundTruthDataModule(
-        cfg.dataset.name,
-        source=cfg.data.source,
-        root=cfg.data.root,
-        batch_size=cfg.data.batch_size,
-        epoch_size=cfg.data.epoch_size,
-        eval_size=cfg.data.eval_size,
-        seed=int(cfg.seed),
-        eval_seed=int(cfg.data.eval_seed),
-        eval_batch_size=cfg.data.eval_batch_size,
-    )
-    module = VAESAEModule(
+    # The data and model groups are their constructors' arguments (``_target_``); the other
+    # groups' settings are added here (`vaesae.config` checked both targets). Plain containers
+    # (``_convert_``), so the module's saved hyperparameters load without OmegaConf.
+    dm = instantiate(cfg.data, dataset=cfg.dataset.name, seed=int(cfg.seed), _convert_="all")
+    module = instantiate(
+        cfg.model,
         in_channels=cfg.dataset.in_channels,
-        d_z=cfg.model.d_z,
-        width=cfg.model.width,
         k_start=schedule.k_start,
-        site=cfg.model.site,
-        stop_gradient=cfg.model.stop_gradient,
-        normalize_decoder=cfg.model.normalize_decoder,
-        input_norm=cfg.model.input_norm,
-        detach_sae_loss=cfg.model.detach_sae_loss,
-        center=cfg.model.center,
-        signed_trunk=cfg.model.signed_trunk,
-        init=cfg.model.init,
-        logvar_bias=cfg.model.logvar_bias,
-        data_init=cfg.model.data_init,
         **arm_module_kw(cfg, schedule, plan.epoch_samples),
         beta=cfg.loss.beta,
         alpha=cfg.loss.alpha,
         lr=cfg.optim.lr,
         channels_last=plan.channels_last,
+        _convert_="all",
     )
     # The L1 controller's settings (conf/method/l1.yaml), checked by the callback.
     controller = {k: v for k, v in cfg.method.items() if isinstance(k, str) and k.startswith("l1_")}

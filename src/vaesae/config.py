@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from vaesae.arms import REMEDIES, REMEDY_PHASES, arm_methods, remedy_window, resample_epochs
 from vaesae.data import DATASETS, FACTOR_SPACES, SOURCES
+from vaesae.data.datamodule import GroundTruthDataModule
 from vaesae.metrics import min_samples_for_frequency
 from vaesae.models import (
     ACTIVATIONS,
@@ -22,6 +24,7 @@ from vaesae.models import (
     SAE_SITES,
     activation_class,
 )
+from vaesae.module import VAESAEModule
 from vaesae.pictures.compute import EPOCH_NAMES, VIEWS
 from vaesae.precision import resolve_channels_last, resolve_precision
 from vaesae.sparsity import GRANULARITIES, KSchedule, validate_schedule
@@ -162,6 +165,7 @@ def validate_config(cfg: DictConfig) -> None:
             resolve(cfg.trainer[key], cfg.trainer.accelerator)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+    _validate_targets(cfg)
     _validate_arm(cfg)
     _validate_pictures(cfg)
     _validate_metrics(cfg)
@@ -169,6 +173,25 @@ def validate_config(cfg: DictConfig) -> None:
         _require(
             torch.cuda.is_available(),
             "trainer=gpu but no CUDA device is visible; use trainer=cpu",
+        )
+
+
+def _validate_targets(cfg: DictConfig) -> None:
+    """`data._target_` and `model._target_` name the data module and training module classes
+    (or subclasses of them), which `vaesae.assembly` instantiates with the group's settings."""
+    for group, base in (("data", GroundTruthDataModule), ("model", VAESAEModule)):
+        target = cfg[group].get("_target_")
+        default = f"{base.__module__}.{base.__qualname__}"
+        try:
+            cls = get_class(str(target))
+        except Exception:
+            raise ConfigError(
+                f"{group}._target_={target!r} is not an importable class; the default is {default}"
+            ) from None
+        _require(
+            issubclass(cls, base),
+            f"{group}._target_={target} is not a {base.__name__} (nor a subclass of one); the "
+            f"default is {default}",
         )
 
 

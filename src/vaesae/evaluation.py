@@ -32,7 +32,7 @@ from vaesae.metrics import (
     recon_levels,
     sap,
 )
-from vaesae.models import bernoulli_recon
+from vaesae.models import VAESAEOutput, bernoulli_recon
 
 if TYPE_CHECKING:
     # Type-only: the callbacks are built before, and without, the training module.
@@ -44,6 +44,7 @@ __all__ = [
     "HIST_NAMES",
     "frequency_rule_name",
     "evaluate_codes",
+    "CodeCollector",
     "collect_codes",
     "EvaluationCallback",
 ]
@@ -232,44 +233,62 @@ def _dci_scores(z: Tensor, factors: Tensor, samples: int, view: str) -> dict[str
     return {f"dci/{name}/{view}": float(getattr(result, name)) for name in names}
 
 
+class CodeCollector:
+    """Gathers the evaluation set's model outputs batch by batch: the latent means, codes and
+    factors, the first batch's inputs and reconstructions (sigmoid of the logits), and, when
+    given, ``firing`` (every batch's codes) and ``quality`` (every batch's reconstruction,
+    decoded from mu, and SAE error). The outputs may come from the module itself
+    (:func:`collect_codes`) or from a batched forward of several modules (a pack)."""
+
+    def __init__(self, firing: FiringStats | None = None, quality: ReconStats | None = None):
+        self.firing, self.quality = firing, quality
+        self.mus: list[Tensor] = []
+        self.codes: list[Tensor] = []
+        self.factors: list[Tensor] = []
+        self.first: tuple[Tensor, Tensor] | None = None
+
+    def add(self, out: VAESAEOutput, x: Tensor, factors: Tensor) -> None:
+        """One batch: the eval-mode output ``out`` of images ``x`` with ``factors``."""
+        self.mus.append(out.mu.float())
+        self.codes.append(out.codes.float())
+        if self.firing is not None:
+            self.firing.update(self.codes[-1])
+        if self.quality is not None:
+            per_image = bernoulli_recon(out.logits.float(), x, reduction="none")
+            self.quality.update(per_image, out.h.float(), out.h_hat.float())
+        self.factors.append(factors)
+        if self.first is None:
+            self.first = (x, torch.sigmoid(out.logits.float()))
+
+    def result(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """mu [N, d_z], codes [N, M], factors [N, K], the first batch's inputs and recons."""
+        assert self.first is not None, "the evaluation set is empty"
+        cat = torch.cat
+        return cat(self.mus), cat(self.codes), cat(self.factors), self.first[0], self.first[1]
+
+
 @torch.no_grad()
 def collect_codes(
-    module: VAESAEModule,
-    batches,
-    firing: FiringStats | None = None,
-    quality: ReconStats | None = None,
+    module: VAESAEModule, batches, collector: CodeCollector | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Run the model in eval mode, in fp32, over (images, factors) batches.
+    """Run the model in eval mode, in fp32, over (images, factors) batches, into ``collector``
+    (a new one without accumulators when None).
 
     Returns mu [N, d_z], codes [N, M], factors [N, K] (all float32/long on the model's device)
-    and the first batch's inputs and reconstructions (sigmoid of the logits) for a figure.
-    ``firing``, when given, is updated with every batch's codes, and ``quality`` with every
-    batch's reconstruction (decoded from mu) and SAE error. Autocast is switched off, so the
-    metrics see fp32 codes whatever precision training runs in.
+    and the first batch's inputs and reconstructions (:meth:`CodeCollector.result`). Autocast is
+    switched off, so the metrics see fp32 codes whatever precision training runs in.
     """
     was_training = module.training
     module.eval()
-    mus, codes, factors = [], [], []
-    first: tuple[Tensor, Tensor] | None = None
+    collector = CodeCollector() if collector is None else collector
     try:
         for images, f in batches:
             x = module.to_input(images)
             with torch.autocast(x.device.type, enabled=False):
-                out = module.model(x)
-            mus.append(out.mu.float())
-            codes.append(out.codes.float())
-            if firing is not None:
-                firing.update(codes[-1])
-            if quality is not None:
-                per_image = bernoulli_recon(out.logits.float(), x, reduction="none")
-                quality.update(per_image, out.h.float(), out.h_hat.float())
-            factors.append(f)
-            if first is None:
-                first = (x, torch.sigmoid(out.logits.float()))
+                collector.add(module.model(x), x, f)
     finally:
         module.train(was_training)
-    assert first is not None, "the evaluation set is empty"
-    return torch.cat(mus), torch.cat(codes), torch.cat(factors), first[0], first[1]
+    return collector.result()
 
 
 class EvaluationCallback(pl.Callback):
@@ -297,6 +316,14 @@ class EvaluationCallback(pl.Callback):
         self.last: EvalResult | None = None
         self.samples: tuple[Tensor, Tensor] | None = None
         self.levels: ReconLevels | None = None
+        self.collected: CodeCollector | None = None
+
+    def collector(self, pl_module: VAESAEModule) -> CodeCollector:
+        """An empty collector with this epoch's firing and quality accumulators; filled by a
+        caller that runs the model itself (a pack's batched forward) and handed back in
+        ``collected``, it replaces the callback's own pass over the evaluation set."""
+        firing = FiringStats(pl_module.model.sae.width).to(pl_module.device)
+        return CodeCollector(firing, ReconStats())
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         dm = attached_datamodule(trainer)
@@ -304,11 +331,13 @@ class EvaluationCallback(pl.Callback):
             self.levels = recon_levels(
                 pl_module.to_input(images) for images, _ in dm.eval_batches(pl_module.device)
             )
-        firing = FiringStats(pl_module.model.sae.width).to(pl_module.device)
-        quality = ReconStats()
-        mu, codes, factors, x, recon = collect_codes(
-            pl_module, dm.eval_batches(pl_module.device), firing, quality
-        )
+        collector, self.collected = self.collected, None
+        if collector is None:
+            collector = self.collector(pl_module)
+            collect_codes(pl_module, dm.eval_batches(pl_module.device), collector)
+        mu, codes, factors, x, recon = collector.result()
+        firing, quality = collector.firing, collector.quality
+        assert firing is not None and quality is not None
         window_dead = pl_module.window.dead_mask(self.settings.window)
         result = evaluate_codes(
             mu,

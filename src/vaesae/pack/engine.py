@@ -34,7 +34,7 @@ from vaesae.atomic import write_json
 from vaesae.config import ConfigError, validate_config
 from vaesae.pack.keys import PACK_MODES, pack_key, pack_mode_for
 from vaesae.pack.member import Member
-from vaesae.pack.stacked import StackedStep
+from vaesae.pack.stacked import StackedStep, evaluate_stacked
 from vaesae.walltime import format_duration, seconds_left, smaller_sizes_hint
 
 __all__ = ["PackJob", "build_member", "train_pack"]
@@ -177,6 +177,8 @@ def train_pack(
                 for b in range(steps):
                     stacked.step(running, b)
                 stacked.sync_to_members(running)
+                # One batched forward evaluates them all; their metrics stay per member.
+                evaluate_stacked([m for m in running if not bool(m.nonfinite)])
             elif stacked is None:
                 # Member-major: a member's whole epoch, then the next member's. The members are
                 # independent, so the order changes no figure, and each keeps its weights warm

@@ -25,14 +25,18 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
-from vaesae.models import VAESAE, l1_norm, vae_sae_loss
+from vaesae.models import VAESAE, VAESAEOutput, l1_norm, vae_sae_loss
 from vaesae.models.activations import SparseActivation
 from vaesae.module import step_figures
 
 if TYPE_CHECKING:
     from vaesae.pack.member import Member
 
-__all__ = ["RankTopK", "StackedModels", "StackedStep", "rank_topk"]
+__all__ = ["RankTopK", "StackedModels", "StackedStep", "evaluate_stacked", "rank_topk"]
+
+# Images per batched evaluation forward, summed over the members: bounds the stacked
+# activations (the decoder's largest is 64 channels x 32 x 32 floats per image, 256 KiB).
+EVAL_IMAGES_PER_FORWARD = 4096
 
 
 def rank_topk(pre: Tensor, k: Tensor) -> Tensor:
@@ -86,7 +90,8 @@ class StackedModels:
     ) -> tuple[dict[str, Tensor], Tensor]:
         """Per-member loss terms (each (N,)) and codes (N, B, width) of images x (N, B, C, H,
         W) with noise eps (N, B, d_z), k (N,), lambda, beta and alpha (N,)."""
-        self.buffers["sae.activation.k"].copy_(k)
+        self.set_k(k)
+        self.template.train()
 
         def member(params, buffers, xi, ei, ci, bi, ai):
             out = functional_call(self.template, (params, buffers), (xi,), {"eps": ei})
@@ -95,6 +100,21 @@ class StackedModels:
 
         fn = vmap(member, randomness="error")
         return fn(self.params, self.buffers, x, eps, coef, beta, alpha)
+
+    def set_k(self, k: Tensor) -> None:
+        """Each member's Top-k k (N,) for the next forward (width: ReLU)."""
+        self.buffers["sae.activation.k"].copy_(k)
+
+    @torch.no_grad()
+    def eval_outputs(self, x: Tensor) -> VAESAEOutput:
+        """Every member's eval-mode output of the same images x (B, C, H, W), each field with
+        a leading member axis (N, ...)."""
+        self.template.eval()
+
+        def member(params, buffers):
+            return functional_call(self.template, (params, buffers), (x,))
+
+        return vmap(member, randomness="error")(self.params, self.buffers)
 
     def copy_to(self, i: int, model: VAESAE) -> None:
         """Write member ``i``'s slice into ``model`` (its parameters and buffers)."""
@@ -185,8 +205,7 @@ class StackedStep:
                 for cb in m.callbacks:
                     cb.on_train_batch_start(m.hook_trainer, m.module, batch, batch_idx)
                 x = m.module.to_input(batch[0]).contiguous()
-                activation = m.module.model.sae.activation
-                k = int(getattr(activation, "k", activation.width))
+                k = member_k(m)
                 coef = torch.as_tensor(m.module.l1_coef, dtype=torch.float32, device=x.device)
                 noise_dtype = torch.bfloat16 if m.parts.plan.precision == "bf16-mixed" else None
                 eps = _noise(len(x), m.module.hparams["d_z"], noise_dtype, x.device)
@@ -235,3 +254,36 @@ def _noise(batch: int, d_z: int, dtype: torch.dtype | None, device: Any) -> Tens
     """The posterior noise eps (batch, d_z) as ``randn_like(mu)`` draws it in a run alone (mu is
     bf16 under bf16 autocast)."""
     return torch.randn((batch, d_z), dtype=dtype, device=device)
+
+
+def member_k(member: Member) -> int:
+    """The k a member's Top-k keeps now (its width for a rule without k: ReLU)."""
+    activation = member.module.model.sae.activation
+    return int(getattr(activation, "k", activation.width))
+
+
+def evaluate_stacked(members: list[Member]) -> list[Member]:
+    """Run the evaluation set through ``members`` in one batched eval-mode forward and hand each
+    member's evaluation callback its outputs (``EvaluationCallback.collected``), so its epoch-end
+    hook measures without a pass of its own. Only members that share the first one's
+    evaluation set are batched; returns them (the others evaluate alone)."""
+    if not members:
+        return []
+    eval_set = members[0].parts.datamodule.eval_factors
+    same = [m for m in members if torch.equal(m.parts.datamodule.eval_factors, eval_set)]
+    stack = StackedModels([m.module.model for m in same])
+    device = same[0].device
+    stack.set_k(torch.tensor([member_k(m) for m in same], device=device))
+    collectors = [m.parts.evaluation.collector(m.module) for m in same]
+    chunk = max(64, EVAL_IMAGES_PER_FORWARD // len(same))
+    to_input = same[0].module.to_input
+    for images, factors in same[0].parts.datamodule.eval_batches(device):
+        for start in range(0, len(images), chunk):
+            x = to_input(images[start : start + chunk])
+            with torch.autocast(device.type, enabled=False):
+                out = stack.eval_outputs(x)
+            for i, collector in enumerate(collectors):
+                collector.add(VAESAEOutput(*(t[i] for t in out)), x, factors[start : start + chunk])
+    for m, collector in zip(same, collectors, strict=True):
+        m.parts.evaluation.collected = collector
+    return same
