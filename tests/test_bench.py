@@ -37,3 +37,25 @@ def test_gpu_bench_without_cuda_is_refused_before_any_work(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--accelerator", "gpu"])
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_the_fabric_section_times_the_same_steps_both_ways():
+    figures = bench.fabric_section(steps=3, repeats=1)
+    for tag in ("fp32", "bf16"):
+        plain, fabric = figures[f"plain_step_us_{tag}"], figures[f"fabric_step_us_{tag}"]
+        assert plain > 0 and fabric > 0
+        assert figures[f"fabric_overhead_us_{tag}"] == pytest.approx(fabric - plain)
+    # What is compared is the same computation: fp32 steps through Fabric give the same weights.
+    from contextlib import nullcontext
+
+    from lightning.fabric import Fabric
+
+    cpu = torch.device("cpu")
+    x = torch.randn(64, 64)
+    model, opt = bench.bench_mlp(cpu)
+    bench.mlp_steps(model, opt, x, 4, lambda loss: loss.backward(), nullcontext())
+    fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")
+    fmodel, fopt = fabric.setup(*bench.bench_mlp(cpu))
+    bench.mlp_steps(fmodel, fopt, x, 4, fabric.backward, nullcontext())
+    for a, b in zip(model.parameters(), fmodel.parameters(), strict=True):
+        assert torch.equal(a, b)
