@@ -475,7 +475,8 @@ def _composed_gains(*overrides):
 
 
 def test_only_the_jumprelu_arm_changes_the_controllers_settings():
-    # The L1 rule keeps the module's defaults; JumpReLU changes its start, kp, kff and smoothing.
+    # The L1 rule keeps the module's defaults; JumpReLU changes its start, kp, kff, smoothing and
+    # where its loop closes.
     assert _composed_gains() == L1Gains()
     jump = _composed_gains("arm=jumprelu")
     changed = {
@@ -483,7 +484,7 @@ def test_only_the_jumprelu_arm_changes_the_controllers_settings():
         for f in dataclasses.fields(jump)
         if getattr(jump, f.name) != getattr(L1Gains(), f.name)
     }
-    assert changed == {"coef_init", "kp", "kff", "smoothing"}
+    assert changed == {"coef_init", "kp", "kff", "smoothing", "engage_at_knee"}
 
 
 def _at_k_at_k_end(gains, balance, seed=0):
@@ -498,6 +499,34 @@ def _at_k_at_k_end(gains, balance, seed=0):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_jumprelu_gains_bring_a_threshold_plant_to_k_at_k_end(balance, seed):
     assert _at_k_at_k_end(_composed_gains("arm=jumprelu"), balance, seed)
+
+
+# At the arms table's length (256 steps per epoch, 8x the demo's) the model's L0 falls by itself
+# at JumpReLU's starting lambda: a balance below it. The lead climb then stops with L0 already
+# under k, and an open loop would hold the climbed lambda until k reaches k_end, pushing L0 on
+# down; closing the loop where the climb stops lets lambda fall back instead.
+LONG_EPOCH, LOW_BALANCE = 256, 0.006
+
+
+def _long_run_at_k(gains, seed):
+    """On the long run's threshold plant with L0 falling by itself: L0 never below 0.85 k from
+    the end of the ramp on, and within 10 % of k at the end of the first held epoch."""
+    n_ramp = 10 * LONG_EPOCH
+    rows = _threshold_plant(
+        _ramp(n_ramp, 5 * LONG_EPOCH), 50, gains, LOW_BALANCE, seed, natural=120.0
+    )
+    ratio = _ratios(rows)
+    held = ratio[n_ramp + LONG_EPOCH - 1]
+    return abs(held - 1) <= 0.1 and ratio[n_ramp - 1 :].min() >= 0.85
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_jumprelu_closes_its_loop_where_the_climb_stops_on_a_long_run(seed):
+    gains = _composed_gains("arm=jumprelu")
+    assert gains.engage_at_knee
+    assert _long_run_at_k(gains, seed)
+    # Left open until k reaches k_end, the climbed lambda drives L0 far below k.
+    assert not _long_run_at_k(dataclasses.replace(gains, engage_at_knee=False), seed)
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,7 @@ class SparsityScheduleCallback(pl.Callback):
         l1_ff_lead: int = L1_FF_LEAD,
         l1_knee: float = L1_KNEE,
         l1_track_lead: int = L1_TRACK_LEAD,
+        l1_engage_at_knee: bool = False,
         pressure: str = "schedule",
     ) -> None:
         if pressure not in PRESSURES:
@@ -122,6 +123,7 @@ class SparsityScheduleCallback(pl.Callback):
             ff_lead=l1_ff_lead,
             knee=l1_knee,
             track_lead=l1_track_lead,
+            engage_at_knee=l1_engage_at_knee,
         )
         self.schedule = schedule if isinstance(schedule, KSchedule) else KSchedule(**schedule)
         self.granularity = granularity

@@ -10,9 +10,10 @@ k ``track_lead`` steps on), a_t the target ``lead`` steps later and k(t + d) the
     e_t = e_{t-1} + smoothing * (r_t - e_{t-1})              smoothed error (e_0 = r_0)
     l_t = l_{t-1} + smoothing * (log(L0_t + 1) - l_{t-1})    smoothed level (l_0 = log(L0_0 + 1))
     f_t = log(k(t + d - 1) / k(t + d))                       target slope d steps on (f_0 = 0)
-    engaged_t = engaged_{t-1} or e_t >= 0 or k_t <= k_end
-    wants_t = not engaged_t and e_t + log((k_t + 1) / (a_t + 1)) >= 0
     s = l at the first step with wants (the level where the climb starts)
+    engaged_t = engaged_{t-1} or e_t >= 0 or k_t <= k_end
+                or (engage_at_knee and s is set and l_t - s < log knee)
+    wants_t = not engaged_t and e_t + log((k_t + 1) / (a_t + 1)) >= 0
     leading_t = wants_t and l_t - s >= log knee
     i_t = ki * e_t - (ki - ki_near) * clip(e_t, 0, log near)    integral term
     I_t = I_{t-1} + engaged_t * clip(i_t + kff * f_t * [e_t >= 0], -max_fall, max_rise)
@@ -37,6 +38,10 @@ The +1 keeps r finite when every code is zero and leaves the fixed point L0 = k 
   L0 reaches the target ``lead`` steps on, lambda climbs at ``max_rise`` per step through that
   range while the loop is still open, and stops once L0 has fallen to ``knee`` times its level
   at the climb's start (L0 answers: the closed loop takes over from there).
+- ``engage_at_knee``: the loop also closes where the lead climb stops, even with L0 below k, so
+  lambda can fall back at once; for a rule whose L0 does not come back up when lambda falls
+  (JumpReLU's thresholds), where an open loop holding the climbed lambda until k reaches k_end
+  would drive L0 on below k. Off by default (the L1 rule's codes settle at a level lambda sets).
 - ``track_lead`` (the caller's): L0 answers lambda tens of steps late (the SAE's weights move by
   about the learning rate per step under Adam, whatever lambda is), so the loop aims at the
   target that many steps on and meets k_end when the schedule does.
@@ -93,6 +98,7 @@ class L1Gains:
     ff_lead: int = L1_FF_LEAD
     knee: float = L1_KNEE
     track_lead: int = L1_TRACK_LEAD
+    engage_at_knee: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.coef_min <= self.coef_init <= self.coef_max:
@@ -186,15 +192,17 @@ def l1_control_step(
         slope = math.log(state.k_prev / k) if slope is None else slope
     else:
         error, level, slope = raw, log_l0, 0.0
+    knee = math.log(gains.knee) if gains.knee > 0 else -math.inf
+    # level = log(L0 + 1) >= 0, so a negative climb_from means the climb has not started.
+    started = state.climb_from >= 0
     engaged = state.engaged | (True if k <= k_end else error >= 0)
+    if gains.engage_at_knee:
+        engaged = engaged | (started & (level - state.climb_from < knee))
     gate = _where(engaged, 1.0, 0.0)
     ahead = k if k_ahead is None else k_ahead
     open_loop = ~engaged if isinstance(engaged, Tensor) else not engaged
     wants_climb = open_loop & (error + math.log((k + 1.0) / (ahead + 1.0)) >= 0)
-    # level = log(L0 + 1) >= 0, so a negative climb_from means the climb has not started.
-    started = state.climb_from >= 0
     climb_from = _where(started, state.climb_from, _where(wants_climb, level, NOT_CLIMBED))
-    knee = math.log(gains.knee) if gains.knee > 0 else -math.inf
     leading = wants_climb & (level - climb_from >= knee)
     feed_forward = gains.kff * slope * _where(error >= 0, 1.0, 0.0)
     near = _clamp(error, 0.0, math.log(gains.near))
