@@ -358,7 +358,7 @@ def test_the_pack_launcher_trains_a_sweep_in_one_pack(tmp_path):
         assert other not in member_log
     # The pack says how far it is and how long it has left, once per epoch.
     console = done.stdout + done.stderr
-    assert "pack sweep-p0: epoch 1/" in console and " left" in console
+    assert "pack sweep-p0: 1 of " in console and " left" in console
 
 
 def test_each_member_logs_to_its_own_wandb_run(tmp_path):

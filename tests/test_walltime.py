@@ -80,6 +80,6 @@ def test_each_epoch_logs_the_time_left_unless_a_pack_logs_it(caplog, log_progres
     assert estimate.left(30, 1) is not None
     if log_progress:
         assert any(line.startswith("expected wall time:") for line in lines)
-        assert any(line.startswith("run-a epoch 1/3 done, about ") for line in lines)
+        assert any(line.startswith("run-a: 1 of 3 epochs done, about ") for line in lines)
     else:
         assert lines == []

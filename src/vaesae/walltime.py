@@ -132,7 +132,7 @@ class WallTimeEstimate(pl.Callback):
         left = self.left(trainer.global_step, trainer.current_epoch + 1)
         if self.log_progress and left is not None:
             log.info(
-                "%s epoch %d/%d done, about %s left",
+                "%s: %d of %d epochs done, about %s left",
                 self.name,
                 trainer.current_epoch + 1,
                 self.epochs,

@@ -119,7 +119,7 @@ def _log_time_left(pack_id: str, members: list[Member], rounds_s: list[float]) -
     rounds_left = max(m.parts.plan.total_epochs - m.epoch for m in running)
     left = seconds_left(sum(rounds_s) / len(rounds_s), rounds_left)
     log.info(
-        "pack %s: epoch %d/%d done (%d member(s) running), about %s left",
+        "pack %s: %d of %d epochs done (%d member(s) running), about %s left",
         pack_id,
         total - rounds_left,
         total,
