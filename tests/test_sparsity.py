@@ -17,10 +17,15 @@ from vaesae.sparsity import (
     L1State,
     SparsityScheduleCallback,
     k_schedule,
+    l1_advance,
     l1_control_step,
     l1_initial_state,
+    l1_inputs,
+    l1_state_of,
     l1_state_to,
     schedule_end_epoch,
+    stack_l1_inputs,
+    stack_l1_states,
     total_epochs,
     validate_schedule,
 )
@@ -439,6 +444,37 @@ def test_controller_brings_l0_to_target_in_closed_loop():
         state = l1_control_step(state, l0s[-1], k_target, k_target, gains)
     assert l0s[0] > 2 * k_target  # starts far from the target
     assert sum(l0s[-50:]) / 50 == pytest.approx(k_target, rel=0.2)
+
+
+def test_one_stacked_step_of_n_runs_is_their_own_steps_bitwise():
+    """N runs' controllers stepped as one stack of (N,) tensors (a pack's members: different
+    gains, schedules and L0s) give, step for step, the float32 state each run's own step gives."""
+    jump = L1Gains(coef_init=0.01, kp=7.0, kff=0.0, smoothing=0.5, engage_at_knee=True)
+    runs = [  # (gains, k_end, ramp length)
+        (L1Gains(), 50, 120),
+        (jump, 50, 120),
+        (L1Gains(knee=0.0, lead=0, ff_lead=0), 20, 80),
+    ]
+    cpu = torch.device("cpu")
+    rng = np.random.default_rng(0)
+    own = [l1_initial_state(g, cpu) for g, _, _ in runs]
+    stacked = stack_l1_states([l1_initial_state(g, cpu) for g, _, _ in runs])
+    k_prev = [0.0] * len(runs)
+    for t in range(200):
+        l0 = torch.tensor(rng.uniform(10, 400, len(runs)), dtype=torch.float32)
+        inputs = []
+        for i, (gains, k_end, n) in enumerate(runs):
+            targets = _ramp(n, 200 - n, k_end=k_end)
+            k, ahead, slope = targets[min(t + gains.track_lead, 199)], *_ahead(targets, t, gains)
+            own[i] = l1_control_step(own[i], l0[i], k, k_end, gains, ahead, slope)
+            inputs.append(l1_inputs(k_prev[i], k, k_end, gains, ahead, slope))
+            k_prev[i] = float(k)
+        stacked = l1_advance(stacked, l0, stack_l1_inputs(inputs, cpu))
+        for i in range(len(runs)):
+            mine = l1_state_of(stacked, i, k_prev[i])
+            for name, a, b in zip(L1State._fields, own[i], mine, strict=True):
+                assert torch.equal(torch.as_tensor(a), torch.as_tensor(b)), (t, i, name)
+    assert bool(stacked.engaged.all())  # every loop closed: the comparison covered both phases
 
 
 # A threshold plant, JumpReLU's: L0 answers lambda through the threshold theta, which Adam moves

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from vaesae.assembly import RunParts
+from vaesae.sparsity import SparsityScheduleCallback
 from vaesae.walltime import RunProgressBar, WallTimeEstimate
 
 __all__ = ["Generators", "EpochMeans", "MemberTrainer", "Member"]
@@ -266,16 +267,31 @@ class Member:
             self.step(b)
 
     def finish_step(
-        self, outputs: dict[str, Tensor], batch: Any, batch_idx: int, module_hook: bool = True
+        self,
+        outputs: dict[str, Tensor],
+        batch: Any,
+        batch_idx: int,
+        module_hook: bool = True,
+        controlled: bool = False,
     ) -> None:
         """After the optimizer: the step counter, the finiteness flag, the batch-end hooks (the
-        module's renormalises the dictionary: a stacked step does that itself)."""
+        module's renormalises the dictionary: a stacked step does that itself; ``controlled``:
+        the stacked step also took the L1 controller's step, so the schedule callback only
+        logs)."""
         self.trainer.global_step += 1
         self.nonfinite |= ~torch.isfinite(outputs["loss"])
         for cb in self.callbacks:
-            cb.on_train_batch_end(self.hook_trainer, self.module, outputs, batch, batch_idx)
+            if controlled and isinstance(cb, SparsityScheduleCallback):
+                cb.log_step(self.module, outputs["l0"])
+            else:
+                cb.on_train_batch_end(self.hook_trainer, self.module, outputs, batch, batch_idx)
         if module_hook:
             self.module.on_train_batch_end(outputs, batch, batch_idx)
+
+    @property
+    def schedule(self) -> SparsityScheduleCallback:
+        """The run's k schedule and L1 controller (its first callback)."""
+        return next(cb for cb in self.callbacks if isinstance(cb, SparsityScheduleCallback))
 
     def epoch_end(self) -> None:
         """Freeze the member if a loss of the epoch was not finite; else the epoch-end hooks

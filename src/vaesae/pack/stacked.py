@@ -28,6 +28,13 @@ from torch.func import functional_call, stack_module_state, vmap
 from vaesae.models import VAESAE, VAESAEOutput, l1_norm, vae_sae_loss
 from vaesae.models.activations import SparseActivation
 from vaesae.module import step_figures
+from vaesae.sparsity import (
+    L1State,
+    l1_advance,
+    l1_state_of,
+    stack_l1_inputs,
+    stack_l1_states,
+)
 
 if TYPE_CHECKING:
     from vaesae.pack.member import Member
@@ -147,6 +154,10 @@ class StackedStep:
         self.members = members
         self.stack: StackedModels | None = None
         self.optimizer: torch.optim.Adam | None = None
+        # The L1 controllers of the members that run one (at self.controlled), stacked at an
+        # epoch's first step.
+        self.l1: L1State | None = None
+        self.controlled: list[int] = []
 
     def sync_from_members(self, members: list[Member], stepping: list[Member]) -> None:
         """Stack ``members`` (all unfinished ones); Adam's step count is that of ``stepping``."""
@@ -157,6 +168,7 @@ class StackedStep:
         if len(lr) != 1:
             raise RuntimeError(f"stacked members share one Adam and so one lr, got {sorted(lr)}")
         self.members = members
+        self.l1 = None
         self.stack = StackedModels([m.module.model for m in members])
         names = [n for n, _ in members[0].module.model.named_parameters()]
         self.optimizer = torch.optim.Adam([self.stack.params[n] for n in names], lr=lr.pop())
@@ -232,6 +244,9 @@ class StackedStep:
         self.optimizer.step()
         if members[0].module.model.sae.normalize_decoder:
             self.stack.renormalize_decoders_()
+        controlled = self._control(
+            [i for i in batches if members[i].schedule.controls(members[i].module)], figures["l0"]
+        )
         # Nothing after the step draws a random number for the members that stack (no remedy,
         # no replacement rule), so their generators need not be swapped in here.
         for i, batch in batches.items():
@@ -240,7 +255,26 @@ class StackedStep:
             m.module.log_dict(logged, batch_size=len(batch[0]))
             m.module.window.update(codes[i].detach())
             out = {"loss": figures["loss"][i].detach(), "l0": figures["l0"][i]}
-            m.finish_step(out, batch, batch_idx, module_hook=False)
+            m.finish_step(out, batch, batch_idx, module_hook=False, controlled=i in controlled)
+
+    def _control(self, indices: list[int], l0: Tensor) -> set[int]:
+        """One step of the L1 controllers of the members at ``indices`` (those that run one), as
+        one stack of (N,) tensors: bitwise each member's own step (`vaesae.sparsity`), with one
+        set of kernels for all. Each member's schedule callback gets its state back as 0-d views
+        (its lambda for the next step, and its checkpoint). Returns the indices."""
+        if not indices:
+            return set()
+        schedules = [self.members[i].schedule for i in indices]
+        if self.l1 is None or indices != self.controlled:
+            self.l1, self.controlled = stack_l1_states([cb.l1 for cb in schedules]), indices
+        device = l0.device
+        inputs = stack_l1_inputs([cb.control_inputs() for cb in schedules], device)
+        picked = l0.detach().index_select(0, torch.tensor(indices, device=device))
+        self.l1 = l1_advance(self.l1, picked, inputs)
+        for j, (i, cb) in enumerate(zip(indices, schedules, strict=True)):
+            cb.l1 = l1_state_of(self.l1, j, float(cb.k_tracked))
+            self.members[i].module.l1_coef = cb.l1.coef
+        return set(indices)
 
 
 def _moment(state: dict, idx: int, key: str, like: Tensor) -> Tensor:

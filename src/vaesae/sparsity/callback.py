@@ -50,9 +50,11 @@ from vaesae.sparsity.l1_controller import (
     L1_SMOOTHING,
     L1_TRACK_LEAD,
     L1Gains,
+    L1Inputs,
     L1State,
     l1_control_step,
     l1_initial_state,
+    l1_inputs,
     l1_state_to,
 )
 from vaesae.sparsity.schedule import KSchedule
@@ -205,7 +207,7 @@ class SparsityScheduleCallback(pl.Callback):
                 " (mean non-zero codes per sample, detached)"
             )
         l0 = outputs["l0"]
-        if _activation(pl_module).control == "penalty" and self.pressure != "none":
+        if self.controls(pl_module):
             self.l1 = l1_control_step(
                 self.l1,
                 l0,
@@ -216,6 +218,27 @@ class SparsityScheduleCallback(pl.Callback):
                 self.slope_ahead,
             )
             pl_module.l1_coef = self.l1.coef
+        self.log_step(pl_module, l0)
+
+    def controls(self, pl_module: VAESAEModule) -> bool:
+        """Whether this run's lambda is driven by the controller (a penalty rule under pressure)."""
+        return _activation(pl_module).control == "penalty" and self.pressure != "none"
+
+    def control_inputs(self) -> L1Inputs:
+        """This step's controller inputs (host numbers), for a pack that steps its members'
+        controllers together (`vaesae.pack.stacked`); the same as :meth:`on_train_batch_end`
+        uses."""
+        return l1_inputs(
+            self.l1.k_prev,
+            self.k_tracked,
+            self.schedule.k_end,
+            self.gains,
+            self.k_ahead,
+            self.slope_ahead,
+        )
+
+    def log_step(self, pl_module: VAESAEModule, l0: Tensor) -> None:
+        """The step's k, L0 and lambda (after the controller's step), as epoch means."""
         l1_coef = pl_module.l1_coef
         if not isinstance(l1_coef, Tensor):
             l1_coef = self._device_scalar("l1_coef", l1_coef, pl_module.device)

@@ -165,6 +165,146 @@ def l1_state_to(state: L1State, device: torch.device) -> L1State:
     )
 
 
+class L1Inputs(NamedTuple):
+    """What one step of the law reads besides the state and L0, in the form its arithmetic uses:
+    host numbers for one run (:func:`l1_inputs`), or the same numbers of N runs as (N,) float32
+    and bool tensors (:func:`stack_l1_inputs`), so the two give the same float32 values.
+
+    From the step's targets: ``first`` (the run's first step: no running averages yet),
+    ``log_k`` = log(k + 1), ``at_end`` (k <= k_end), ``climb_gap`` = log((k + 1) / (k_ahead + 1)),
+    ``ff`` = kff * slope. From the gains: ``smoothing``, ``log_knee`` (-inf without a knee),
+    ``engage_at_knee``, ``log_near``, ``ki``, ``ki_gap`` = ki - ki_near, ``max_fall``,
+    ``max_rise``, ``kp``, ``lo`` / ``hi`` = log coef_min / log coef_max.
+    """
+
+    first: bool | Tensor
+    log_k: float | Tensor
+    at_end: bool | Tensor
+    climb_gap: float | Tensor
+    ff: float | Tensor
+    smoothing: float | Tensor
+    log_knee: float | Tensor
+    engage_at_knee: bool | Tensor
+    log_near: float | Tensor
+    ki: float | Tensor
+    ki_gap: float | Tensor
+    max_fall: float | Tensor
+    max_rise: float | Tensor
+    kp: float | Tensor
+    lo: float | Tensor
+    hi: float | Tensor
+
+
+def l1_inputs(
+    k_prev: float,
+    k: float,
+    k_end: float,
+    gains: L1Gains,
+    k_ahead: float | None = None,
+    slope: float | None = None,
+) -> L1Inputs:
+    """The host numbers of one step towards set point ``k`` after a step at ``k_prev`` (0 before
+    the first step); ``k_ahead`` and ``slope`` as in :func:`l1_control_step`."""
+    first = not k_prev > 0
+    if first:
+        slope = 0.0
+    elif slope is None:
+        slope = math.log(k_prev / k)
+    ahead = k if k_ahead is None else k_ahead
+    return L1Inputs(
+        first=first,
+        log_k=math.log(k + 1.0),
+        at_end=k <= k_end,
+        climb_gap=math.log((k + 1.0) / (ahead + 1.0)),
+        ff=gains.kff * slope,
+        smoothing=gains.smoothing,
+        log_knee=math.log(gains.knee) if gains.knee > 0 else -math.inf,
+        engage_at_knee=gains.engage_at_knee,
+        log_near=math.log(gains.near),
+        ki=gains.ki,
+        ki_gap=gains.ki - gains.ki_near,
+        max_fall=gains.max_fall,
+        max_rise=gains.max_rise,
+        kp=gains.kp,
+        lo=math.log(gains.coef_min),
+        hi=math.log(gains.coef_max),
+    )
+
+
+# The flags of L1Inputs (bool tensors when stacked); the other fields are numbers (float32).
+_FLAGS = ("first", "at_end", "engage_at_knee")
+
+
+def stack_l1_inputs(inputs: list[L1Inputs], device: torch.device | None = None) -> L1Inputs:
+    """N runs' :class:`L1Inputs` as (N,) tensors on ``device``: float32 for numbers, bool for
+    flags (two host-to-device copies in all)."""
+    flags = [name for name in L1Inputs._fields if name in _FLAGS]
+    numbers = [name for name in L1Inputs._fields if name not in _FLAGS]
+    as_bool = torch.tensor([[getattr(x, n) for n in flags] for x in inputs], dtype=torch.bool)
+    as_f32 = torch.tensor([[getattr(x, n) for n in numbers] for x in inputs], dtype=torch.float32)
+    columns = {
+        **dict(zip(flags, as_bool.to(device).unbind(1), strict=True)),
+        **dict(zip(numbers, as_f32.to(device).unbind(1), strict=True)),
+    }
+    return L1Inputs(**columns)
+
+
+def l1_advance(state: L1State, l0: float | Tensor, c: L1Inputs) -> L1State:
+    """The law's arithmetic (module docstring) from ``state`` and this step's ``l0``; the
+    returned state's ``k_prev`` is the caller's to set. Works elementwise on floats, on 0-d
+    tensors, and on (N,) tensors of N runs (state, ``l0`` and ``c`` all stacked)."""
+    log_l0 = _log(l0 + 1.0)
+    raw = log_l0 - c.log_k
+    if isinstance(c.first, bool):
+        # One run: a host branch, as the first step has no running averages to blend.
+        if c.first:
+            error, level = raw, log_l0
+        else:
+            error = state.error + c.smoothing * (raw - state.error)
+            level = state.level + c.smoothing * (log_l0 - state.level)
+    else:
+        error = torch.where(c.first, raw, state.error + c.smoothing * (raw - state.error))
+        level = torch.where(c.first, log_l0, state.level + c.smoothing * (log_l0 - state.level))
+    # level = log(L0 + 1) >= 0, so a negative climb_from means the climb has not started.
+    started = state.climb_from >= 0
+    if isinstance(c.at_end, Tensor):
+        engaged = state.engaged | c.at_end | (error >= 0)
+    else:
+        engaged = state.engaged | (True if c.at_end else error >= 0)
+    at_knee = started & (level - state.climb_from < c.log_knee)
+    if isinstance(c.engage_at_knee, Tensor):
+        engaged = engaged | (c.engage_at_knee & at_knee)
+    elif c.engage_at_knee:
+        engaged = engaged | at_knee
+    gate = _where(engaged, 1.0, 0.0)
+    open_loop = ~engaged if isinstance(engaged, Tensor) else not engaged
+    wants_climb = open_loop & (error + c.climb_gap >= 0)
+    climb_from = _where(started, state.climb_from, _where(wants_climb, level, NOT_CLIMBED))
+    leading = wants_climb & (level - climb_from >= c.log_knee)
+    feed_forward = c.ff * _where(error >= 0, 1.0, 0.0)
+    near = _clamp(error, 0.0, c.log_near)
+    integral_term = c.ki * error - c.ki_gap * near
+    step = _clamp(integral_term + feed_forward, -c.max_fall, c.max_rise)
+    step = gate * step + _where(leading, c.max_rise, 0.0)
+    integral = _clamp(state.integral + step, c.lo, c.hi)
+    u = _clamp(integral + gate * c.kp * error, c.lo, c.hi)
+    return L1State(integral, _exp(u), error, state.k_prev, engaged, level, climb_from)
+
+
+def stack_l1_states(states: list[L1State]) -> L1State:
+    """N runs' states (0-d tensors on one device, :func:`l1_state_to`) as one state of (N,)
+    tensors; ``k_prev`` stays with each run (NaN here)."""
+    fields = [name for name in L1State._fields if name != "k_prev"]
+    stacked = {name: torch.stack([getattr(s, name) for s in states]) for name in fields}
+    return L1State(k_prev=math.nan, **stacked)
+
+
+def l1_state_of(stacked: L1State, i: int, k_prev: float) -> L1State:
+    """Run ``i``'s state (0-d tensors) from a stacked one, with its own ``k_prev``."""
+    fields = {name: getattr(stacked, name)[i] for name in L1State._fields if name != "k_prev"}
+    return L1State(k_prev=k_prev, **fields)
+
+
 def l1_control_step(
     state: L1State,
     l0: float | Tensor,
@@ -183,35 +323,8 @@ def l1_control_step(
     current one, log(k_prev / k)). With a tensor state or ``l0`` everything stays on their device
     (no host synchronisation); with floats the result is floats.
     """
-    lo, hi = math.log(gains.coef_min), math.log(gains.coef_max)
-    log_l0 = _log(l0 + 1.0)
-    raw = log_l0 - math.log(k + 1.0)
-    if state.k_prev > 0:
-        error = state.error + gains.smoothing * (raw - state.error)
-        level = state.level + gains.smoothing * (log_l0 - state.level)
-        slope = math.log(state.k_prev / k) if slope is None else slope
-    else:
-        error, level, slope = raw, log_l0, 0.0
-    knee = math.log(gains.knee) if gains.knee > 0 else -math.inf
-    # level = log(L0 + 1) >= 0, so a negative climb_from means the climb has not started.
-    started = state.climb_from >= 0
-    engaged = state.engaged | (True if k <= k_end else error >= 0)
-    if gains.engage_at_knee:
-        engaged = engaged | (started & (level - state.climb_from < knee))
-    gate = _where(engaged, 1.0, 0.0)
-    ahead = k if k_ahead is None else k_ahead
-    open_loop = ~engaged if isinstance(engaged, Tensor) else not engaged
-    wants_climb = open_loop & (error + math.log((k + 1.0) / (ahead + 1.0)) >= 0)
-    climb_from = _where(started, state.climb_from, _where(wants_climb, level, NOT_CLIMBED))
-    leading = wants_climb & (level - climb_from >= knee)
-    feed_forward = gains.kff * slope * _where(error >= 0, 1.0, 0.0)
-    near = _clamp(error, 0.0, math.log(gains.near))
-    integral_term = gains.ki * error - (gains.ki - gains.ki_near) * near
-    step = _clamp(integral_term + feed_forward, -gains.max_fall, gains.max_rise)
-    step = gate * step + _where(leading, gains.max_rise, 0.0)
-    integral = _clamp(state.integral + step, lo, hi)
-    u = _clamp(integral + gate * gains.kp * error, lo, hi)
-    return L1State(integral, _exp(u), error, float(k), engaged, level, climb_from)
+    inputs = l1_inputs(state.k_prev, k, k_end, gains, k_ahead, slope)
+    return l1_advance(state, l0, inputs)._replace(k_prev=float(k))
 
 
 def _log(x: float | Tensor) -> float | Tensor:
@@ -222,8 +335,14 @@ def _exp(x: float | Tensor) -> float | Tensor:
     return x.exp() if isinstance(x, Tensor) else math.exp(x)
 
 
-def _clamp(x: float | Tensor, lo: float, hi: float) -> float | Tensor:
-    return x.clamp(lo, hi) if isinstance(x, Tensor) else min(max(x, lo), hi)
+def _clamp(x: float | Tensor, lo: float | Tensor, hi: float | Tensor) -> float | Tensor:
+    if not isinstance(x, Tensor):
+        assert not isinstance(lo, Tensor) and not isinstance(hi, Tensor)
+        return min(max(x, lo), hi)
+    if isinstance(lo, Tensor) or isinstance(hi, Tensor):
+        # Per-run bounds (a stack of runs): clamp takes tensors for both or for neither.
+        return x.clamp(torch.as_tensor(lo, dtype=x.dtype), torch.as_tensor(hi, dtype=x.dtype))
+    return x.clamp(lo, hi)
 
 
 def _where(cond: bool | Tensor, a: float | Tensor, b: float | Tensor) -> float | Tensor:
