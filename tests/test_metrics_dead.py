@@ -7,6 +7,7 @@ from vaesae.metrics import (
     DEAD_KINDS,
     FiringStats,
     SamplesSinceFired,
+    advance_since_fired,
     dead_mask,
     dead_transitions,
     min_samples_for_frequency,
@@ -184,3 +185,17 @@ def test_dead_transitions():
     assert (t.num_revived, t.num_newly_dead) == (2, 1)
     with pytest.raises(ValueError, match="equal shape"):
         dead_transitions(before, now[:4])
+
+
+def test_window_counters_of_stacked_runs_advance_as_their_own():
+    # A pack's members: (N, B, M) activations advance (N, M) counters as N trackers would.
+    gen = torch.Generator().manual_seed(0)
+    trackers = [SamplesSinceFired(7) for _ in range(3)]
+    stacked = torch.zeros(3, 7, dtype=torch.long)
+    for _ in range(5):
+        acts = torch.relu(torch.randn(3, 4, 7, generator=gen) - 1.0)
+        for tracker, a in zip(trackers, acts, strict=True):
+            tracker.update(a)
+        stacked = advance_since_fired(stacked, acts)
+        assert torch.equal(stacked, torch.stack([t.samples_since_fired for t in trackers]))
+    assert stacked.max() > 4  # some unit went a whole batch without firing

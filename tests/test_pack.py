@@ -22,7 +22,7 @@ from vaesae.module import VAESAEModule
 from vaesae.pack import PackJob, pack_key, pack_mode_for, train_pack
 from vaesae.pack.engine import build_member
 from vaesae.pack.launch import group_packs
-from vaesae.pack.member import Member
+from vaesae.pack.member import EpochMeans, Member, StackedMeans
 from vaesae.pack.stacked import (
     StackedModels,
     StackedStep,
@@ -198,19 +198,45 @@ def test_vmap_members_follow_their_runs_alone_for_20_steps(tmp_path):
             with m.scope():
                 m.step(b)
         step.step(vec, b)
-        for a, v in zip(loop, vec, strict=True):
+        for j, (a, v) in enumerate(zip(loop, vec, strict=True)):
             if b == 0:  # one step: the same data, noise and weights give the same loss
-                first_a, first_v = a.logs.compute(), v.logs.compute()
+                # A stacked step keeps its members' logs until the epoch's end.
+                first_a, first_v = a.logs.compute(), step.means.compute(j)
                 for name in ("train/recon", "train/kl", "train/sae_mse", "sparsity/l0"):
                     assert float(first_v[name]) == pytest.approx(float(first_a[name]), rel=1e-5)
             sa, sv = a.callbacks[0], v.callbacks[0]
             assert sa.k == sv.k  # type: ignore[attr-defined]
             assert float(sv.l1_coef) == pytest.approx(float(sa.l1_coef), rel=1e-3)  # type: ignore[attr-defined]
+    step.sync_to_members(vec)
     for a, v in zip(loop, vec, strict=True):
         ra, rv = a.logs.compute(), v.logs.compute()
         assert ra.keys() == rv.keys()
+        assert torch.equal(a.nonfinite, v.nonfinite)
         assert float(rv["train/recon"]) == pytest.approx(float(ra["train/recon"]), rel=1e-2)
         assert float(rv["sparsity/l0"]) == pytest.approx(float(ra["sparsity/l0"]), rel=1e-2)
+
+
+def test_stacked_logs_are_each_members_own_logs_bitwise():
+    gen = torch.Generator().manual_seed(0)
+    own, stacked = [EpochMeans() for _ in range(3)], StackedMeans()
+    for _ in range(7):
+        values = torch.randn(3, generator=gen)
+        for logs, v in zip(own, values, strict=True):
+            logs.log("train/recon", v, batch_size=64)
+            logs.log("sparsity/k", v * 3)
+        stacked.log("train/recon", values, 64)
+        stacked.log("sparsity/k", values * 3)
+    handed = [EpochMeans() for _ in range(3)]
+    mid = [stacked.compute(i) for i in range(3)]
+    stacked.hand_over(handed)
+    for logs, got, before in zip(own, handed, mid, strict=True):
+        want = logs.compute()
+        assert want.keys() == got.compute().keys() == before.keys()
+        assert all(torch.equal(want[k], got.compute()[k]) for k in want)
+        assert all(torch.equal(want[k], before[k]) for k in want)
+    with pytest.raises(RuntimeError, match="logged both"):
+        stacked.log("train/recon", torch.zeros(3))
+        stacked.hand_over(handed)
 
 
 def test_one_batched_evaluation_gives_each_member_its_own_figures(tmp_path):

@@ -148,23 +148,29 @@ class SamplesSinceFired(nn.Module):
                 f"expected activations of shape [batch, {self.samples_since_fired.numel()}], "
                 f"got {tuple(acts.shape)}"
             )
-        batch = acts.shape[0]
-        if batch == 0:
+        if acts.shape[0] == 0:
             return
-        fired = (acts.detach() > 0).flip(0).to(torch.uint8)
-        # argmax returns the first maximum: on the reversed batch, that is the distance from the
-        # batch's last sample back to the neuron's last firing.
-        since_last = fired.argmax(0)
-        fired_any = fired.amax(0).bool()
-        self.samples_since_fired.copy_(
-            torch.where(fired_any, since_last, self.samples_since_fired + batch)
-        )
+        self.samples_since_fired.copy_(advance_since_fired(self.samples_since_fired, acts))
 
     def dead_mask(self, window: int) -> Tensor:
         """BoolTensor[M]: True where the neuron has not fired in the last ``window`` samples."""
         if window < 1:
             raise ValueError(f"window must be a positive number of samples, got {window}")
         return self.samples_since_fired >= window
+
+
+@torch.no_grad()
+def advance_since_fired(since: Tensor, acts: Tensor) -> Tensor:
+    """Samples since each neuron last fired, after a batch: ``since`` [..., M] counts before it,
+    ``acts`` [..., B, M] the batch's activations in sample order (any leading dimensions, e.g.
+    the members of a pack). A neuron that fired counts the samples after its last firing in the
+    batch; one that did not adds B."""
+    fired = (acts.detach() > 0).flip(-2).to(torch.uint8)
+    # argmax returns the first maximum: on the reversed batch, that is the distance from the
+    # batch's last sample back to the neuron's last firing.
+    since_last = fired.argmax(-2)
+    fired_any = fired.amax(-2).bool()
+    return torch.where(fired_any, since_last, since + acts.shape[-2])
 
 
 @dataclass(frozen=True, eq=False)

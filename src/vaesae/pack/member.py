@@ -27,7 +27,7 @@ from vaesae.assembly import RunParts
 from vaesae.sparsity import SparsityScheduleCallback
 from vaesae.walltime import RunProgressBar, WallTimeEstimate
 
-__all__ = ["Generators", "EpochMeans", "MemberTrainer", "Member"]
+__all__ = ["Generators", "EpochMeans", "StackedMeans", "MemberTrainer", "Member"]
 
 # Hydra's job-log format (hydra/job_logging/default), so a member's train.log reads as a run's.
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -83,6 +83,36 @@ class EpochMeans:
         return {name: total / self.counts[name] for name, total in self.sums.items()}
 
     def reset(self) -> None:
+        self.sums.clear()
+        self.counts.clear()
+
+
+class StackedMeans:
+    """:class:`EpochMeans` for N members at once: each name's values (N,) accumulate as N
+    members' own logs would, element for element (so the epoch values are bitwise theirs), and
+    :meth:`hand_over` writes them into the members' own accumulators at the epoch's end."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, float] = {}
+
+    def log(self, name: str, values: Tensor, batch_size: int = 1) -> None:
+        total = values.detach().float() * int(batch_size)
+        self.sums[name] = total if name not in self.sums else self.sums[name] + total
+        self.counts[name] = self.counts.get(name, 0.0) + int(batch_size)
+
+    def compute(self, i: int) -> dict[str, Tensor]:
+        """Member ``i``'s epoch values so far (what its own :meth:`EpochMeans.compute` gives)."""
+        return {name: total[i] / self.counts[name] for name, total in self.sums.items()}
+
+    def hand_over(self, logs: list[EpochMeans]) -> None:
+        """Member i's sums into ``logs[i]`` (which must hold none of these names yet); resets."""
+        for name, total in self.sums.items():
+            for i, member_logs in enumerate(logs):
+                if name in member_logs.sums:
+                    raise RuntimeError(f"{name} was logged both by the stack and by a member")
+                member_logs.sums[name] = total[i]
+                member_logs.counts[name] = self.counts[name]
         self.sums.clear()
         self.counts.clear()
 
@@ -272,18 +302,17 @@ class Member:
         batch: Any,
         batch_idx: int,
         module_hook: bool = True,
-        controlled: bool = False,
+        stacked: bool = False,
     ) -> None:
         """After the optimizer: the step counter, the finiteness flag, the batch-end hooks (the
-        module's renormalises the dictionary: a stacked step does that itself; ``controlled``:
-        the stacked step also took the L1 controller's step, so the schedule callback only
-        logs)."""
+        module's renormalises the dictionary). ``stacked``: a stacked step took the finiteness
+        flag, the module's and the schedule callback's parts (window, logs, L1 controller) for
+        all its members at once (`vaesae.pack.stacked`), so only the other callbacks run."""
         self.trainer.global_step += 1
-        self.nonfinite |= ~torch.isfinite(outputs["loss"])
+        if not stacked:
+            self.nonfinite |= ~torch.isfinite(outputs["loss"])
         for cb in self.callbacks:
-            if controlled and isinstance(cb, SparsityScheduleCallback):
-                cb.log_step(self.module, outputs["l0"])
-            else:
+            if not (stacked and isinstance(cb, SparsityScheduleCallback)):
                 cb.on_train_batch_end(self.hook_trainer, self.module, outputs, batch, batch_idx)
         if module_hook:
             self.module.on_train_batch_end(outputs, batch, batch_idx)

@@ -25,9 +25,11 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
+from vaesae.metrics import advance_since_fired
 from vaesae.models import VAESAE, VAESAEOutput, l1_norm, vae_sae_loss
 from vaesae.models.activations import SparseActivation
 from vaesae.module import step_figures
+from vaesae.pack.member import StackedMeans
 from vaesae.sparsity import (
     L1State,
     l1_advance,
@@ -35,6 +37,7 @@ from vaesae.sparsity import (
     stack_l1_inputs,
     stack_l1_states,
 )
+from vaesae.sparsity.callback import step_logs
 
 if TYPE_CHECKING:
     from vaesae.pack.member import Member
@@ -158,6 +161,12 @@ class StackedStep:
         # epoch's first step.
         self.l1: L1State | None = None
         self.controlled: list[int] = []
+        # The stepping members' (at self.rows) flags, firing windows and logs, stacked over an
+        # epoch and handed back at its end.
+        self.rows: list[int] = []
+        self.nonfinite: Tensor | None = None
+        self.window: Tensor | None = None
+        self.means = StackedMeans()
 
     def sync_from_members(self, members: list[Member], stepping: list[Member]) -> None:
         """Stack ``members`` (all unfinished ones); Adam's step count is that of ``stepping``."""
@@ -168,7 +177,8 @@ class StackedStep:
         if len(lr) != 1:
             raise RuntimeError(f"stacked members share one Adam and so one lr, got {sorted(lr)}")
         self.members = members
-        self.l1 = None
+        self.l1, self.window, self.nonfinite, self.rows = None, None, None, []
+        self.means = StackedMeans()
         self.stack = StackedModels([m.module.model for m in members])
         names = [n for n, _ in members[0].module.model.named_parameters()]
         self.optimizer = torch.optim.Adam([self.stack.params[n] for n in names], lr=lr.pop())
@@ -186,8 +196,16 @@ class StackedStep:
                 }
 
     def sync_to_members(self, members: list[Member]) -> None:
-        """Give each of ``members`` that is still running its slice and its Adam state."""
+        """Give each of ``members`` that is still running its slice and its Adam state, and each
+        member that stepped its epoch's flags, firing window and logs."""
         assert self.stack is not None and self.optimizer is not None
+        if self.window is not None and self.nonfinite is not None:
+            stepped = [self.members[i] for i in self.rows]
+            for j, m in enumerate(stepped):
+                m.nonfinite |= self.nonfinite[j]
+                m.module.window.samples_since_fired.copy_(self.window[j])
+            self.means.hand_over([m.logs for m in stepped])
+            self.window, self.nonfinite, self.rows = None, None, []
         names = [n for n, _ in self.members[0].module.model.named_parameters()]
         for i, m in enumerate(self.members):
             if m not in members or m.status != "running":
@@ -244,26 +262,58 @@ class StackedStep:
         self.optimizer.step()
         if members[0].module.model.sae.normalize_decoder:
             self.stack.renormalize_decoders_()
-        controlled = self._control(
-            [i for i in batches if members[i].schedule.controls(members[i].module)], figures["l0"]
-        )
+        self._bookkeep(list(batches), figures, codes, torch.stack([r[3] for r in rows]))
         # Nothing after the step draws a random number for the members that stack (no remedy,
         # no replacement rule), so their generators need not be swapped in here.
         for i, batch in batches.items():
-            m = members[i]
-            logged = {name: value[i] for name, value in figures.items() if "/" in name}
-            m.module.log_dict(logged, batch_size=len(batch[0]))
-            m.module.window.update(codes[i].detach())
             out = {"loss": figures["loss"][i].detach(), "l0": figures["l0"][i]}
-            m.finish_step(out, batch, batch_idx, module_hook=False, controlled=i in controlled)
+            members[i].finish_step(out, batch, batch_idx, module_hook=False, stacked=True)
 
-    def _control(self, indices: list[int], l0: Tensor) -> set[int]:
+    def _bookkeep(
+        self, stepped: list[int], figures: dict[str, Tensor], codes: Tensor, coef: Tensor
+    ) -> None:
+        """What each stepped member's own step does after the optimizer, for all of them at once,
+        element for element as they would: the finiteness flag, the firing window, the L1
+        controller, and the logged figures (the step's, then k, L0 and lambda). The members get
+        them back at the epoch's end (:meth:`sync_to_members`)."""
+        device = codes.device
+        if self.rows != stepped or self.window is None or self.nonfinite is None:
+            # An epoch's first step: its stepping members are fixed until its end.
+            self.rows = stepped
+            self.window = torch.stack(
+                [self.members[i].module.window.samples_since_fired for i in stepped]
+            )
+            self.nonfinite = torch.zeros(len(stepped), dtype=torch.bool, device=device)
+        rows = torch.tensor(stepped, device=device)
+
+        def pick(t: Tensor) -> Tensor:
+            return t.detach().index_select(0, rows)
+
+        self.nonfinite |= ~torch.isfinite(pick(figures["loss"]))
+        self.window = advance_since_fired(self.window, pick(codes))
+        batch = codes.shape[1]
+        for name, value in figures.items():
+            if "/" in name:
+                self.means.log(name, pick(value), batch)
+        members = [self.members[i] for i in stepped]
+        controlled = [
+            i for i, m in zip(stepped, members, strict=True) if m.schedule.controls(m.module)
+        ]
+        coef = pick(coef)
+        if controlled:
+            self._control(controlled, figures["l0"])
+            at = torch.tensor([stepped.index(i) for i in controlled], device=device)
+            assert self.l1 is not None and isinstance(self.l1.coef, Tensor)
+            coef = coef.index_copy(0, at, self.l1.coef)
+        k = torch.tensor([float(m.schedule.k) for m in members], dtype=torch.float32, device=device)
+        for name, value in step_logs(k, pick(figures["l0"]), coef).items():
+            self.means.log(name, value)
+
+    def _control(self, indices: list[int], l0: Tensor) -> None:
         """One step of the L1 controllers of the members at ``indices`` (those that run one), as
         one stack of (N,) tensors: bitwise each member's own step (`vaesae.sparsity`), with one
         set of kernels for all. Each member's schedule callback gets its state back as 0-d views
-        (its lambda for the next step, and its checkpoint). Returns the indices."""
-        if not indices:
-            return set()
+        (its lambda for the next step, and its checkpoint)."""
         schedules = [self.members[i].schedule for i in indices]
         if self.l1 is None or indices != self.controlled:
             self.l1, self.controlled = stack_l1_states([cb.l1 for cb in schedules]), indices
@@ -274,7 +324,6 @@ class StackedStep:
         for j, (i, cb) in enumerate(zip(indices, schedules, strict=True)):
             cb.l1 = l1_state_of(self.l1, j, float(cb.k_tracked))
             self.members[i].module.l1_coef = cb.l1.coef
-        return set(indices)
 
 
 def _moment(state: dict, idx: int, key: str, like: Tensor) -> Tensor:

@@ -242,11 +242,10 @@ class SparsityScheduleCallback(pl.Callback):
         l1_coef = pl_module.l1_coef
         if not isinstance(l1_coef, Tensor):
             l1_coef = self._device_scalar("l1_coef", l1_coef, pl_module.device)
+        k = self._device_scalar("k", self.k, pl_module.device)
         # batch_size=1: the epoch value is the plain mean over steps, whatever the batch holds.
-        log = {"on_step": False, "on_epoch": True, "batch_size": 1}
-        pl_module.log("sparsity/k", self._device_scalar("k", self.k, pl_module.device), **log)
-        pl_module.log("sparsity/l0", l0, **log)
-        pl_module.log("sparsity/l1_coef", l1_coef, **log)
+        for name, value in step_logs(k, l0, l1_coef).items():
+            pl_module.log(name, value, on_step=False, on_epoch=True, batch_size=1)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
         k_last = self._device_scalar("k", self.k, pl_module.device)
@@ -273,6 +272,13 @@ class SparsityScheduleCallback(pl.Callback):
             cached = (value, torch.tensor(float(value), dtype=torch.float32, device=device))
             self._device_scalars[name] = cached
         return cached[1]
+
+
+def step_logs(k: Tensor, l0: Tensor, l1_coef: Tensor) -> dict[str, Tensor]:
+    """The figures a training step logs (each an epoch mean over steps, weight 1): k (float32),
+    the step's L0, and the lambda after the controller's step. One value per run, or (N,) for
+    N runs stepped together (a pack)."""
+    return {"sparsity/k": k, "sparsity/l0": l0, "sparsity/l1_coef": l1_coef}
 
 
 def _activation(pl_module: VAESAEModule) -> SparseActivation:
