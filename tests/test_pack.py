@@ -202,7 +202,9 @@ def test_vmap_members_follow_their_runs_alone_for_20_steps(tmp_path):
             if b == 0:  # one step: the same data, noise and weights give the same loss
                 # A stacked step keeps its members' logs until the epoch's end.
                 first_a, first_v = a.logs.compute(), step.means.compute(j)
-                for name in ("train/recon", "train/kl", "train/sae_mse", "sparsity/l0"):
+                # train/loss holds lambda * L1: the L1 member's first lambda is its own.
+                names = ("train/loss", "train/recon", "train/kl", "train/sae_mse", "sparsity/l0")
+                for name in (*names, "sparsity/l1_coef"):
                     assert float(first_v[name]) == pytest.approx(float(first_a[name]), rel=1e-5)
             sa, sv = a.callbacks[0], v.callbacks[0]
             assert sa.k == sv.k  # type: ignore[attr-defined]

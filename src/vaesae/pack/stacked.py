@@ -161,9 +161,14 @@ class StackedStep:
         # epoch's first step.
         self.l1: L1State | None = None
         self.controlled: list[int] = []
-        # The stepping members' (at self.rows) flags, firing windows and logs, stacked over an
-        # epoch and handed back at its end.
+        # The stepping members' (at self.rows) epoch: their factors, generators, λ and loss
+        # weights, and their flags, firing windows and logs, stacked over an epoch and handed
+        # back at its end (:meth:`_start_epoch`).
         self.rows: list[int] = []
+        self.factors: Tensor | None = None
+        self.gens: list[torch.Generator] = []
+        self.coef: Tensor | None = None
+        self.beta = self.alpha = self.stepping = torch.zeros(0)
         self.nonfinite: Tensor | None = None
         self.window: Tensor | None = None
         self.means = StackedMeans()
@@ -204,6 +209,7 @@ class StackedStep:
             for j, m in enumerate(stepped):
                 m.nonfinite |= self.nonfinite[j]
                 m.module.window.samples_since_fired.copy_(self.window[j])
+                _hand_back_generator(m, self.gens[j])
             self.means.hand_over([m.logs for m in stepped])
             self.window, self.nonfinite, self.rows = None, None, []
         names = [n for n, _ in self.members[0].module.model.named_parameters()]
@@ -225,65 +231,87 @@ class StackedStep:
         """One training step of the ``running`` members; the rest of the stack rides along."""
         assert self.stack is not None and self.optimizer is not None
         members = self.members
-        inputs: dict[int, tuple[Tensor, Tensor, int, Tensor]] = {}
-        batches: dict[int, tuple[Tensor, Tensor]] = {}
-        for i, m in enumerate(members):
-            if m not in running:
-                continue
-            with m.scope():
-                batch = m.batch(batch_idx)
-                for cb in m.callbacks:
-                    cb.on_train_batch_start(m.hook_trainer, m.module, batch, batch_idx)
-                x = m.module.to_input(batch[0]).contiguous()
-                k = member_k(m)
-                coef = torch.as_tensor(m.module.l1_coef, dtype=torch.float32, device=x.device)
-                noise_dtype = torch.bfloat16 if m.parts.plan.precision == "bf16-mixed" else None
-                eps = _noise(len(x), m.module.hparams["d_z"], noise_dtype, x.device)
-            inputs[i], batches[i] = (x, eps, k, coef), batch
-        x0, eps0, _, coef0 = next(iter(inputs.values()))
+        stepped = [i for i, m in enumerate(members) if m in running]
+        if self.rows != stepped:
+            self._start_epoch(stepped)
+        assert self.factors is not None
+        size = members[stepped[0]].parts.datamodule.batch_size
+        factors = self.factors[:, batch_idx * size : (batch_idx + 1) * size]
+        # One gather and one conversion for every stepping member (a member's batch is the rows
+        # its own gather would give: the data module is the pack's, its dataset the same).
+        first = members[stepped[0]]
+        images = first.parts.datamodule.images(factors.flatten(0, 1)).unflatten(
+            0, factors.shape[:2]
+        )
+        x = first.module.to_input(images.flatten(0, 1)).contiguous().unflatten(0, images.shape[:2])
+        device = x.device
+        noise_dtype = torch.bfloat16 if first.parts.plan.precision == "bf16-mixed" else None
+        eps = []
+        for j, i in enumerate(stepped):
+            m, batch = members[i], (images[j], factors[j])
+            # The hooks of members that stack draw no random numbers (no remedy, no replacement
+            # rule: `vaesae.pack.keys.vmap_blocker`), so only the noise needs their generators.
+            for cb in m.callbacks:
+                cb.on_train_batch_start(m.hook_trainer, m.module, batch, batch_idx)
+            eps.append(_noise(size, m.module.hparams["d_z"], noise_dtype, device, self.gens[j]))
+        if self.coef is None:
+            # From then on the stack carries each member's λ from step to step (`_bookkeep`).
+            self.coef = torch.stack(
+                [
+                    torch.as_tensor(members[i].module.l1_coef, dtype=torch.float32, device=device)
+                    for i in stepped
+                ]
+            )
+        n = len(members)
         width = members[0].module.model.sae.width
-        rider = (torch.zeros_like(x0), torch.zeros_like(eps0), width, torch.zeros_like(coef0))
-        rows = [inputs.get(i, rider) for i in range(len(members))]
-        device = x0.device
-        hp = [m.module.hparams for m in members]
+        k = torch.tensor([member_k(m) if i in stepped else width for i, m in enumerate(members)])
         with members[0].autocast():
             figures, codes = self.stack.forward_losses(
-                torch.stack([r[0] for r in rows]),
-                torch.stack([r[1] for r in rows]),
-                torch.tensor([r[2] for r in rows], device=device),
-                torch.stack([r[3] for r in rows]),
-                torch.tensor([float(h["beta"]) for h in hp], device=device),
-                torch.tensor([float(h["alpha"]) for h in hp], device=device),
+                _all_rows(x, stepped, n),
+                _all_rows(torch.stack(eps), stepped, n),
+                k.to(device),
+                _all_rows(self.coef, stepped, n),
+                self.beta,
+                self.alpha,
             )
-        stepping = torch.tensor([i in inputs for i in range(len(members))], device=device)
-        loss = torch.where(stepping, figures["loss"], 0.0).sum()
+        loss = torch.where(self.stepping, figures["loss"], 0.0).sum()
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         if members[0].module.model.sae.normalize_decoder:
             self.stack.renormalize_decoders_()
-        self._bookkeep(list(batches), figures, codes, torch.stack([r[3] for r in rows]))
-        # Nothing after the step draws a random number for the members that stack (no remedy,
-        # no replacement rule), so their generators need not be swapped in here.
-        for i, batch in batches.items():
+        self._bookkeep(stepped, figures, codes)
+        for j, i in enumerate(stepped):
             out = {"loss": figures["loss"][i].detach(), "l0": figures["l0"][i]}
+            batch = (images[j], factors[j])
             members[i].finish_step(out, batch, batch_idx, module_hook=False, stacked=True)
 
-    def _bookkeep(
-        self, stepped: list[int], figures: dict[str, Tensor], codes: Tensor, coef: Tensor
-    ) -> None:
+    def _start_epoch(self, stepped: list[int]) -> None:
+        """An epoch's first step: its stepping members (fixed until its end), their epoch's
+        factors, their torch generators (held for the epoch, handed back at its end), λ, the
+        loss weights, and the stacked flags, windows and logs."""
+        members = [self.members[i] for i in stepped]
+        device = members[0].device
+        self.rows = stepped
+        self.factors = torch.stack([m.factors for m in members])
+        self.gens = [_torch_generator(m, device) for m in members]
+        self.coef = None  # read after the first step's hooks, which set each member's λ
+        hp = [m.module.hparams for m in self.members]
+        self.beta = torch.tensor([float(h["beta"]) for h in hp], device=device)
+        self.alpha = torch.tensor([float(h["alpha"]) for h in hp], device=device)
+        self.stepping = torch.tensor(
+            [i in stepped for i in range(len(self.members))], device=device
+        )
+        self.window = torch.stack([m.module.window.samples_since_fired for m in members])
+        self.nonfinite = torch.zeros(len(stepped), dtype=torch.bool, device=device)
+
+    def _bookkeep(self, stepped: list[int], figures: dict[str, Tensor], codes: Tensor) -> None:
         """What each stepped member's own step does after the optimizer, for all of them at once,
         element for element as they would: the finiteness flag, the firing window, the L1
-        controller, and the logged figures (the step's, then k, L0 and lambda). The members get
-        them back at the epoch's end (:meth:`sync_to_members`)."""
+        controller (λ for the next step), and the logged figures (the step's, then k, L0 and
+        λ). The members get them back at the epoch's end (:meth:`sync_to_members`)."""
+        assert self.window is not None and self.nonfinite is not None and self.coef is not None
         device = codes.device
-        if self.rows != stepped or self.window is None or self.nonfinite is None:
-            # An epoch's first step: its stepping members are fixed until its end.
-            self.rows = stepped
-            self.window = torch.stack(
-                [self.members[i].module.window.samples_since_fired for i in stepped]
-            )
-            self.nonfinite = torch.zeros(len(stepped), dtype=torch.bool, device=device)
         rows = torch.tensor(stepped, device=device)
 
         def pick(t: Tensor) -> Tensor:
@@ -299,14 +327,13 @@ class StackedStep:
         controlled = [
             i for i, m in zip(stepped, members, strict=True) if m.schedule.controls(m.module)
         ]
-        coef = pick(coef)
         if controlled:
             self._control(controlled, figures["l0"])
             at = torch.tensor([stepped.index(i) for i in controlled], device=device)
             assert self.l1 is not None and isinstance(self.l1.coef, Tensor)
-            coef = coef.index_copy(0, at, self.l1.coef)
+            self.coef = self.coef.index_copy(0, at, self.l1.coef)
         k = torch.tensor([float(m.schedule.k) for m in members], dtype=torch.float32, device=device)
-        for name, value in step_logs(k, pick(figures["l0"]), coef).items():
+        for name, value in step_logs(k, pick(figures["l0"]), self.coef).items():
             self.means.log(name, value)
 
     def _control(self, indices: list[int], l0: Tensor) -> None:
@@ -333,10 +360,40 @@ def _moment(state: dict, idx: int, key: str, like: Tensor) -> Tensor:
     return torch.zeros_like(like[0])
 
 
-def _noise(batch: int, d_z: int, dtype: torch.dtype | None, device: Any) -> Tensor:
+def _noise(
+    batch: int, d_z: int, dtype: torch.dtype | None, device: Any, generator: torch.Generator
+) -> Tensor:
     """The posterior noise eps (batch, d_z) as ``randn_like(mu)`` draws it in a run alone (mu is
-    bf16 under bf16 autocast)."""
-    return torch.randn((batch, d_z), dtype=dtype, device=device)
+    bf16 under bf16 autocast), from the member's own ``generator``."""
+    return torch.randn((batch, d_z), dtype=dtype, device=device, generator=generator)
+
+
+def _torch_generator(member: Member, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` in the state of the member's own torch generator for it (what
+    its global generator would hold inside `Member.scope`): the same draws."""
+    gen = torch.Generator(device=device)
+    if device.type == "cuda":
+        gen.set_state(member.generators.torch_cuda[device.index or 0])
+    else:
+        gen.set_state(member.generators.torch_cpu)
+    return gen
+
+
+def _hand_back_generator(member: Member, gen: torch.Generator) -> None:
+    """The member's torch generator state after the epoch's draws from ``gen``."""
+    if gen.device.type == "cuda":
+        member.generators.torch_cuda[gen.device.index or 0] = gen.get_state()
+    else:
+        member.generators.torch_cpu = gen.get_state()
+
+
+def _all_rows(stepping: Tensor, rows: list[int], n: int) -> Tensor:
+    """A stack of ``n`` members' rows from the stepping members' (at ``rows``); the others
+    (riding along) get zeros."""
+    if len(rows) == n:
+        return stepping
+    full = stepping.new_zeros((n, *stepping.shape[1:]))
+    return full.index_copy(0, torch.tensor(rows, device=stepping.device), stepping)
 
 
 def member_k(member: Member) -> int:
