@@ -12,8 +12,13 @@ Two things cannot be per-member Python values inside ``vmap``, so they become te
   the member's k (a device tensor), which equals Top-k + scatter except among pre-activations
   tied at the k-th rank (here the lower unit index wins). An L1 member is a Top-k member with
   k = width: ReLU.
-- the posterior noise: drawn per member from its own generators before the forward
-  (`Member.scope`), in the same order and dtype as the single run draws it.
+- the posterior noise: drawn per member before the forward, from a generator that holds the
+  member's own torch generator for the epoch, in the same order and dtype as the single run
+  draws it.
+
+Around the step, what each member's own step would do (its batch, its firing window, its L1
+controller, its logged means) is done for all stepping members at once, element for element, and
+handed back to them at the epoch's end (:class:`StackedStep`).
 """
 
 from __future__ import annotations
