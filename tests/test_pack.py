@@ -269,7 +269,8 @@ def test_one_batched_evaluation_gives_each_member_its_own_figures(tmp_path):
             assert batched.quality.compute()[name] == pytest.approx(value, rel=1e-6), name
 
 
-def test_a_member_with_a_non_finite_loss_fails_alone(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["loop", "vmap"])
+def test_a_member_with_a_non_finite_loss_fails_alone(tmp_path, monkeypatch, mode):
     start = Member.start
 
     def poisoned(self):
@@ -280,12 +281,15 @@ def test_a_member_with_a_non_finite_loss_fails_alone(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Member, "start", poisoned)
     cfgs = _cfgs()
-    results = train_pack([PackJob(c, tmp_path / f"m{i}") for i, c in enumerate(cfgs)], mode="loop")
+    results = train_pack([PackJob(c, tmp_path / f"m{i}") for i, c in enumerate(cfgs)], mode=mode)
     assert [r["status"] for r in results] == ["completed", "failed"]
     summary = json.loads((tmp_path / "m1" / "summary.json").read_text())
     assert summary["status"] == "failed" and "non-finite" in summary["error"]
     assert not (tmp_path / "m1" / "checkpoints" / "last.ckpt").exists()
     assert json.loads((tmp_path / "m0" / "summary.json").read_text())["epochs_completed"] == 4
+    # In vmap the failed member rides along in the stack: nothing of it reaches the other.
+    rows = read_metrics_csv(tmp_path / "m0" / "metrics.csv")
+    assert all(math.isfinite(r["train/loss"]) and math.isfinite(r["eval/recon"]) for r in rows)
 
 
 @pytest.mark.parametrize("mode", ["loop", "vmap"])
