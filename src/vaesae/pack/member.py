@@ -319,7 +319,7 @@ class Member:
 
     @property
     def schedule(self) -> SparsityScheduleCallback:
-        """The run's k schedule and L1 controller (its first callback)."""
+        """The run's schedule callback: its k schedule and L1 controller."""
         return next(cb for cb in self.callbacks if isinstance(cb, SparsityScheduleCallback))
 
     def epoch_end(self) -> None:
