@@ -42,7 +42,7 @@ from vaesae.sparsity import (
     stack_l1_inputs,
     stack_l1_states,
 )
-from vaesae.sparsity.callback import step_logs
+from vaesae.sparsity.callback import SparsityScheduleCallback, step_logs
 
 if TYPE_CHECKING:
     from vaesae.pack.member import Member
@@ -162,14 +162,16 @@ class StackedStep:
         self.members = members
         self.stack: StackedModels | None = None
         self.optimizer: torch.optim.Adam | None = None
-        # The L1 controllers of the members that run one (at self.controlled), stacked at an
-        # epoch's first step.
-        self.l1: L1State | None = None
-        self.controlled: list[int] = []
         # The stepping members' (at self.rows) epoch: their factors, generators, λ and loss
         # weights, and their flags, firing windows and logs, stacked over an epoch and handed
-        # back at its end (:meth:`_start_epoch`).
+        # back at its end (:meth:`_start_epoch`). Their schedule callbacks, and among them the
+        # ones that run the L1 controller (at positions self.controlled), whose states are
+        # stacked in self.l1 at the epoch's first step.
         self.rows: list[int] = []
+        self.row_index = self.controlled_at = self.controlled_rows = torch.zeros(0)
+        self.schedules: list[SparsityScheduleCallback] = []
+        self.controlled: list[int] = []
+        self.l1: L1State | None = None
         self.factors: Tensor | None = None
         self.gens: list[torch.Generator] = []
         self.coef: Tensor | None = None
@@ -187,8 +189,7 @@ class StackedStep:
         if len(lr) != 1:
             raise RuntimeError(f"stacked members share one Adam and so one lr, got {sorted(lr)}")
         self.members = members
-        self.l1, self.window, self.nonfinite, self.rows = None, None, None, []
-        self.means = StackedMeans()
+        self.rows = []  # the next step starts the epoch (:meth:`_start_epoch`)
         self.stack = StackedModels([m.module.model for m in members])
         names = [n for n, _ in members[0].module.model.named_parameters()]
         self.optimizer = torch.optim.Adam([self.stack.params[n] for n in names], lr=lr.pop())
@@ -285,7 +286,7 @@ class StackedStep:
         self.optimizer.step()
         if members[0].module.model.sae.normalize_decoder:
             self.stack.renormalize_decoders_()
-        self._bookkeep(stepped, figures, codes)
+        self._bookkeep(figures, codes)
         for j, i in enumerate(stepped):
             out = {"loss": figures["loss"][i].detach(), "l0": figures["l0"][i]}
             batch = (images[j], factors[j])
@@ -298,6 +299,17 @@ class StackedStep:
         members = [self.members[i] for i in stepped]
         device = members[0].device
         self.rows = stepped
+        self.row_index = torch.tensor(stepped, device=device)
+        self.schedules = [m.schedule for m in members]
+        self.controlled = [
+            j
+            for j, (m, cb) in enumerate(zip(members, self.schedules, strict=True))
+            if cb.controls(m.module)
+        ]
+        self.controlled_at = torch.tensor(self.controlled, device=device)
+        self.controlled_rows = torch.tensor([stepped[j] for j in self.controlled], device=device)
+        self.l1 = None  # stacked at the first controller step, after the hooks moved it on device
+        self.means = StackedMeans()
         self.factors = torch.stack([m.factors for m in members])
         self.gens = [_torch_generator(m, device) for m in members]
         self.coef = None  # read after the first step's hooks, which set each member's λ
@@ -310,17 +322,15 @@ class StackedStep:
         self.window = torch.stack([m.module.window.samples_since_fired for m in members])
         self.nonfinite = torch.zeros(len(stepped), dtype=torch.bool, device=device)
 
-    def _bookkeep(self, stepped: list[int], figures: dict[str, Tensor], codes: Tensor) -> None:
+    def _bookkeep(self, figures: dict[str, Tensor], codes: Tensor) -> None:
         """What each stepped member's own step does after the optimizer, for all of them at once,
         element for element as they would: the finiteness flag, the firing window, the L1
         controller (λ for the next step), and the logged figures (the step's, then k, L0 and
         λ). The members get them back at the epoch's end (:meth:`sync_to_members`)."""
         assert self.window is not None and self.nonfinite is not None and self.coef is not None
-        device = codes.device
-        rows = torch.tensor(stepped, device=device)
 
         def pick(t: Tensor) -> Tensor:
-            return t.detach().index_select(0, rows)
+            return t.detach().index_select(0, self.row_index)
 
         self.nonfinite |= ~torch.isfinite(pick(figures["loss"]))
         self.window = advance_since_fired(self.window, pick(codes))
@@ -328,34 +338,29 @@ class StackedStep:
         for name, value in figures.items():
             if "/" in name:
                 self.means.log(name, pick(value), batch)
-        members = [self.members[i] for i in stepped]
-        controlled = [
-            i for i, m in zip(stepped, members, strict=True) if m.schedule.controls(m.module)
-        ]
-        if controlled:
-            self._control(controlled, figures["l0"])
-            at = torch.tensor([stepped.index(i) for i in controlled], device=device)
+        if self.controlled:
+            self._control(figures["l0"])
             assert self.l1 is not None and isinstance(self.l1.coef, Tensor)
-            self.coef = self.coef.index_copy(0, at, self.l1.coef)
-        k = torch.tensor([float(m.schedule.k) for m in members], dtype=torch.float32, device=device)
+            self.coef = self.coef.index_copy(0, self.controlled_at, self.l1.coef)
+        k = torch.tensor(
+            [float(cb.k) for cb in self.schedules], dtype=torch.float32, device=codes.device
+        )
         for name, value in step_logs(k, pick(figures["l0"]), self.coef).items():
             self.means.log(name, value)
 
-    def _control(self, indices: list[int], l0: Tensor) -> None:
-        """One step of the L1 controllers of the members at ``indices`` (those that run one), as
-        one stack of (N,) tensors: bitwise each member's own step (`vaesae.sparsity`), with one
-        set of kernels for all. Each member's schedule callback gets its state back as 0-d views
-        (its lambda for the next step, and its checkpoint)."""
-        schedules = [self.members[i].schedule for i in indices]
-        if self.l1 is None or indices != self.controlled:
-            self.l1, self.controlled = stack_l1_states([cb.l1 for cb in schedules]), indices
-        device = l0.device
-        inputs = stack_l1_inputs([cb.control_inputs() for cb in schedules], device)
-        picked = l0.detach().index_select(0, torch.tensor(indices, device=device))
-        self.l1 = l1_advance(self.l1, picked, inputs)
-        for j, (i, cb) in enumerate(zip(indices, schedules, strict=True)):
-            cb.l1 = l1_state_of(self.l1, j, float(cb.k_tracked))
-            self.members[i].module.l1_coef = cb.l1.coef
+    def _control(self, l0: Tensor) -> None:
+        """One step of the L1 controllers of the stepping members that run one, as one stack of
+        (N,) tensors: bitwise each member's own step (`vaesae.sparsity`), with one set of kernels
+        for all. Each member's schedule callback gets its state back as 0-d views (its lambda for
+        the next step, and its checkpoint)."""
+        schedules = [self.schedules[j] for j in self.controlled]
+        if self.l1 is None:
+            self.l1 = stack_l1_states([cb.l1 for cb in schedules])
+        inputs = stack_l1_inputs([cb.control_inputs() for cb in schedules], l0.device)
+        self.l1 = l1_advance(self.l1, l0.detach().index_select(0, self.controlled_rows), inputs)
+        for n, (j, cb) in enumerate(zip(self.controlled, schedules, strict=True)):
+            cb.l1 = l1_state_of(self.l1, n, float(cb.k_tracked))
+            self.members[self.rows[j]].module.l1_coef = cb.l1.coef
 
 
 def _moment(state: dict, idx: int, key: str, like: Tensor) -> Tensor:

@@ -52,7 +52,7 @@ from vaesae.sparsity.l1_controller import (
     L1Gains,
     L1Inputs,
     L1State,
-    l1_control_step,
+    l1_advance,
     l1_initial_state,
     l1_inputs,
     l1_state_to,
@@ -208,15 +208,9 @@ class SparsityScheduleCallback(pl.Callback):
             )
         l0 = outputs["l0"]
         if self.controls(pl_module):
-            self.l1 = l1_control_step(
-                self.l1,
-                l0,
-                self.k_tracked,
-                self.schedule.k_end,
-                self.gains,
-                self.k_ahead,
-                self.slope_ahead,
-            )
+            # `l1_control_step`'s composition, with the inputs a pack's stacked step also reads.
+            advanced = l1_advance(self.l1, l0, self.control_inputs())
+            self.l1 = advanced._replace(k_prev=float(self.k_tracked))
             pl_module.l1_coef = self.l1.coef
         self.log_step(pl_module, l0)
 
@@ -225,9 +219,9 @@ class SparsityScheduleCallback(pl.Callback):
         return _activation(pl_module).control == "penalty" and self.pressure != "none"
 
     def control_inputs(self) -> L1Inputs:
-        """This step's controller inputs (host numbers), for a pack that steps its members'
-        controllers together (`vaesae.pack.stacked`); the same as :meth:`on_train_batch_end`
-        uses."""
+        """This step's controller inputs (host numbers): what :meth:`on_train_batch_end` steps
+        with, and what a pack that steps its members' controllers together reads
+        (`vaesae.pack.stacked`)."""
         return l1_inputs(
             self.l1.k_prev,
             self.k_tracked,
