@@ -13,11 +13,11 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 "$py" -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" \
     | tee -a "$out/gpu.txt"
-# 1. Step time, img/s and peak memory for N = 1, 3, 6, 12, 24, 48 stacked members (and the loop
-#    for N <= 6), the top kernels at N = 12, the paper protocol extrapolated; then the single
-#    engine's training section for comparison (same card, same process start).
+# 1. The training section: the single engine's img/s, then the pack's step time, img/s and peak
+#    memory for N = 1, 3, 6, 12, 24, 48 stacked members (and the loop for N <= 6), the top
+#    kernels at N = 12 and the paper protocol extrapolated (same card, same process).
 #    Last, Lightning Fabric's host time per step against a plain loop (the engine's choice).
-timeout 360 "$py" -m vaesae.bench --accelerator gpu --only pack training fabric \
+timeout 360 "$py" -m vaesae.bench --accelerator gpu --only training fabric \
     --json "$out/bench.json" 2>&1 | tee "$out/bench.log" || echo "bench failed: see bench.log"
 # 2. A packed smoke sweep on the GPU in vmap mode: four runs that must complete and report.
 timeout 90 "$py" -m vaesae.train -m experiment=smoke method=topk,l1 seed=0,1 trainer=gpu \

@@ -16,7 +16,11 @@ from vaesae import bench
 def test_training_section_writes_the_contract_keys(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(bench, "EVAL_SIZE", 500)
     out = tmp_path / "bench.json"
-    monkeypatch.setattr(bench, "SECTIONS", {"training": lambda: bench.training_section(6, 2, 16)})
+    monkeypatch.setattr(
+        bench,
+        "SECTIONS",
+        {"training": lambda: bench.training_section(6, 2, 16, pack_size=2, pack_steps=2)},
+    )
     caplog.set_level(logging.INFO)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -30,6 +34,11 @@ def test_training_section_writes_the_contract_keys(tmp_path, monkeypatch, caplog
     assert figures["plain_img_per_s"] == figures["fast_img_per_s"]
     assert figures["lightning_vs_plain"] == figures["train_img_per_s"] / figures["plain_img_per_s"]
     assert 0 <= figures["data_fraction_of_step"] < 1
+    # The pack's figures sit beside the single engine's, with the pack's size.
+    assert figures["pack_members"] == 2
+    assert figures["pack_img_per_s"] > 0 and figures["pack_sequential_img_per_s"] > 0
+    ratio = figures["pack_img_per_s"] / figures["pack_sequential_img_per_s"]
+    assert figures["pack_vs_sequential"] == ratio
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
