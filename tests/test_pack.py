@@ -198,7 +198,7 @@ def test_vmap_members_follow_their_runs_alone_for_20_steps(tmp_path):
             with m.scope():
                 m.step(b)
         step.step(vec, b)
-        for j, (a, v) in enumerate(zip(loop, vec, strict=True)):
+        for j, a in enumerate(loop):
             if b == 0:  # one step: the same data, noise and weights give the same loss
                 # A stacked step keeps its members' logs until the epoch's end.
                 first_a, first_v = a.logs.compute(), step.means.compute(j)
@@ -206,16 +206,50 @@ def test_vmap_members_follow_their_runs_alone_for_20_steps(tmp_path):
                 names = ("train/loss", "train/recon", "train/kl", "train/sae_mse", "sparsity/l0")
                 for name in (*names, "sparsity/l1_coef"):
                     assert float(first_v[name]) == pytest.approx(float(first_a[name]), rel=1e-5)
-            sa, sv = a.callbacks[0], v.callbacks[0]
-            assert sa.k == sv.k  # type: ignore[attr-defined]
-            assert float(sv.l1_coef) == pytest.approx(float(sa.l1_coef), rel=1e-3)  # type: ignore[attr-defined]
+            # The stacked step reads k from its epoch's table and carries λ itself; the
+            # members' schedule callbacks get theirs at the epoch's end.
+            sa = a.schedule
+            assert float(step.k_logged[b, j]) == sa.k
+            activation = a.module.model.sae.activation
+            assert int(step.k_table[b, j]) == getattr(activation, "k", activation.width)
+            assert step.coef is not None
+            assert float(step.coef[j]) == pytest.approx(float(a.module.l1_coef), rel=1e-3)
     step.sync_to_members(vec)
     for a, v in zip(loop, vec, strict=True):
+        sa, sv = a.schedule, v.schedule
+        assert (sv.k, sv.k_tracked, sv.k_ahead, sv.slope_ahead) == (
+            sa.k,
+            sa.k_tracked,
+            sa.k_ahead,
+            sa.slope_ahead,
+        )
+        assert sv.l1.k_prev == sa.l1.k_prev
+        assert float(sv.l1_coef) == pytest.approx(float(sa.l1_coef), rel=1e-3)
+        assert float(v.module.l1_coef) == pytest.approx(float(a.module.l1_coef), rel=1e-3)
         ra, rv = a.logs.compute(), v.logs.compute()
         assert ra.keys() == rv.keys()
         assert torch.equal(a.nonfinite, v.nonfinite)
         assert float(rv["train/recon"]) == pytest.approx(float(ra["train/recon"]), rel=1e-2)
         assert float(rv["sparsity/l0"]) == pytest.approx(float(ra["sparsity/l0"]), rel=1e-2)
+
+
+def test_a_stacked_step_refuses_a_member_whose_callbacks_act_before_each_step(tmp_path):
+    import lightning.pytorch as pl
+
+    class Poke(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            pass
+
+    members = [build_member(PackJob(c, tmp_path / f"v{i}"), i) for i, c in enumerate(_cfgs())]
+    members = [m for m in members if m is not None]
+    _start(members)
+    members[-1].callbacks.append(Poke())
+    step = StackedStep(members)
+    step.sync_from_members(members, members)
+    # Its epoch's tables would leave the hook out: refused at the epoch's start, before a step.
+    with pytest.raises(RuntimeError, match="Poke acts before each step"):
+        step.step(members, 0)
+    assert all(m.trainer.global_step == 0 for m in members)
 
 
 def test_stacked_logs_are_each_members_own_logs_bitwise():

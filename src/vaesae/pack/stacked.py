@@ -18,14 +18,17 @@ Two things cannot be per-member Python values inside ``vmap``, so they become te
 
 Around the step, what each member's own step would do (its batch, its firing window, its L1
 controller, its logged means) is done for all stepping members at once, element for element, and
-handed back to them at the epoch's end (:class:`StackedStep`).
+handed back to them at the epoch's end (:class:`StackedStep`). What its schedule hook would
+compute on the host before each step (k, the controller's inputs) and its noise are tabulated
+for the whole epoch at its start, so a step only reads rows of device tables.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+import lightning.pytorch as pl
 import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
@@ -36,6 +39,7 @@ from vaesae.models.activations import SparseActivation
 from vaesae.module import step_figures
 from vaesae.pack.member import StackedMeans
 from vaesae.sparsity import (
+    L1Inputs,
     L1State,
     l1_advance,
     l1_state_of,
@@ -166,7 +170,7 @@ class StackedStep:
         # weights, and their flags, firing windows and logs, stacked over an epoch and handed
         # back at its end (:meth:`_start_epoch`). Their schedule callbacks, and among them the
         # ones that run the L1 controller (at positions self.controlled), whose states are
-        # stacked in self.l1 at the epoch's first step.
+        # stacked in self.l1 at the epoch's start.
         self.rows: list[int] = []
         self.row_index = self.controlled_at = self.controlled_rows = torch.zeros(0)
         self.schedules: list[SparsityScheduleCallback] = []
@@ -175,6 +179,10 @@ class StackedStep:
         self.factors: Tensor | None = None
         self.gens: list[torch.Generator] = []
         self.coef: Tensor | None = None
+        # The epoch's tables, one row per step (:meth:`_tabulate`).
+        self.k_table = self.k_logged = torch.zeros(0)
+        self.l1_table: list[Tensor] | None = None  # L1Inputs' fields, each (steps, controlled)
+        self.noise: Tensor | None = None
         self.beta = self.alpha = self.stepping = torch.zeros(0)
         self.nonfinite: Tensor | None = None
         self.window: Tensor | None = None
@@ -212,6 +220,7 @@ class StackedStep:
         assert self.stack is not None and self.optimizer is not None
         if self.window is not None and self.nonfinite is not None:
             stepped = [self.members[i] for i in self.rows]
+            self._finish_schedules(stepped)
             for j, m in enumerate(stepped):
                 m.nonfinite |= self.nonfinite[j]
                 m.module.window.samples_since_fired.copy_(self.window[j])
@@ -234,13 +243,15 @@ class StackedStep:
                     }
 
     def step(self, running: list[Member], batch_idx: int) -> None:
-        """One training step of the ``running`` members; the rest of the stack rides along."""
+        """One training step of the ``running`` members; the rest of the stack rides along.
+        What changes from step to step (k, the controller's inputs, the logged k, the noise)
+        is read from the epoch's tables by the step's index: no host values are built here."""
         assert self.stack is not None and self.optimizer is not None
         members = self.members
         stepped = [i for i, m in enumerate(members) if m in running]
         if self.rows != stepped:
             self._start_epoch(stepped)
-        assert self.factors is not None
+        assert self.factors is not None and self.noise is not None and self.coef is not None
         size = members[stepped[0]].parts.datamodule.batch_size
         factors = self.factors[:, batch_idx * size : (batch_idx + 1) * size]
         # One gather and one conversion for every stepping member (a member's batch is the rows
@@ -250,32 +261,12 @@ class StackedStep:
             0, factors.shape[:2]
         )
         x = first.module.to_input(images.flatten(0, 1)).contiguous().unflatten(0, images.shape[:2])
-        device = x.device
-        noise_dtype = torch.bfloat16 if first.parts.plan.precision == "bf16-mixed" else None
-        eps = []
-        for j, i in enumerate(stepped):
-            m, batch = members[i], (images[j], factors[j])
-            # The hooks of members that stack draw no random numbers (no remedy, no replacement
-            # rule: `vaesae.pack.keys.vmap_blocker`), so only the noise needs their generators.
-            for cb in m.callbacks:
-                cb.on_train_batch_start(m.hook_trainer, m.module, batch, batch_idx)
-            eps.append(_noise(size, m.module.hparams["d_z"], noise_dtype, device, self.gens[j]))
-        if self.coef is None:
-            # From then on the stack carries each member's λ from step to step (`_bookkeep`).
-            self.coef = torch.stack(
-                [
-                    torch.as_tensor(members[i].module.l1_coef, dtype=torch.float32, device=device)
-                    for i in stepped
-                ]
-            )
         n = len(members)
-        width = members[0].module.model.sae.width
-        k = torch.tensor([member_k(m) if i in stepped else width for i, m in enumerate(members)])
         with members[0].autocast():
             figures, codes = self.stack.forward_losses(
                 _all_rows(x, stepped, n),
-                _all_rows(torch.stack(eps), stepped, n),
-                k.to(device),
+                _all_rows(self.noise[batch_idx], stepped, n),
+                self.k_table[batch_idx],
                 _all_rows(self.coef, stepped, n),
                 self.beta,
                 self.alpha,
@@ -286,7 +277,7 @@ class StackedStep:
         self.optimizer.step()
         if members[0].module.model.sae.normalize_decoder:
             self.stack.renormalize_decoders_()
-        self._bookkeep(figures, codes)
+        self._bookkeep(figures, codes, batch_idx)
         for j, i in enumerate(stepped):
             out = {"loss": figures["loss"][i].detach(), "l0": figures["l0"][i]}
             batch = (images[j], factors[j])
@@ -295,12 +286,22 @@ class StackedStep:
     def _start_epoch(self, stepped: list[int]) -> None:
         """An epoch's first step: its stepping members (fixed until its end), their epoch's
         factors, their torch generators (held for the epoch, handed back at its end), λ, the
-        loss weights, and the stacked flags, windows and logs."""
+        loss weights, the stacked flags, windows and logs, and the epoch's tables.
+
+        The tables hold, for every step of the epoch, what each member's own step would compute
+        on the host before it: k (N members, riding ones at width), the logged k, the L1
+        controller's inputs (`SparsityScheduleCallback.inputs_at`, as float32 and bool like
+        `stack_l1_inputs`) and the posterior noise, drawn now from each member's generator in
+        the order and shapes of its own steps (its only draws), so the values are its own."""
         members = [self.members[i] for i in stepped]
         device = members[0].device
         self.rows = stepped
         self.row_index = torch.tensor(stepped, device=device)
         self.schedules = [m.schedule for m in members]
+        for m, cb in zip(members, self.schedules, strict=True):
+            _check_batch_start_hooks(m, cb)
+            # The first step's own hook: k, the controller's state on the device, λ.
+            cb.on_train_batch_start(m.hook_trainer, m.module, None, 0)
         self.controlled = [
             j
             for j, (m, cb) in enumerate(zip(members, self.schedules, strict=True))
@@ -308,11 +309,12 @@ class StackedStep:
         ]
         self.controlled_at = torch.tensor(self.controlled, device=device)
         self.controlled_rows = torch.tensor([stepped[j] for j in self.controlled], device=device)
-        self.l1 = None  # stacked at the first controller step, after the hooks moved it on device
         self.means = StackedMeans()
         self.factors = torch.stack([m.factors for m in members])
         self.gens = [_torch_generator(m, device) for m in members]
-        self.coef = None  # read after the first step's hooks, which set each member's λ
+        self.coef = torch.stack(
+            [torch.as_tensor(m.module.l1_coef, dtype=torch.float32, device=device) for m in members]
+        )
         hp = [m.module.hparams for m in self.members]
         self.beta = torch.tensor([float(h["beta"]) for h in hp], device=device)
         self.alpha = torch.tensor([float(h["alpha"]) for h in hp], device=device)
@@ -321,8 +323,54 @@ class StackedStep:
         )
         self.window = torch.stack([m.module.window.samples_since_fired for m in members])
         self.nonfinite = torch.zeros(len(stepped), dtype=torch.bool, device=device)
+        self._tabulate(members, device)
 
-    def _bookkeep(self, figures: dict[str, Tensor], codes: Tensor) -> None:
+    def _tabulate(self, members: list[Member], device: torch.device) -> None:
+        """The epoch's tables (:meth:`_start_epoch`) and the controllers' stacked state."""
+        steps = members[0].trainer.num_training_batches
+        width = members[0].module.model.sae.width
+        targets = [
+            [cb.step_targets(m.hook_trainer, b, width) for b in range(steps)]
+            for m, cb in zip(members, self.schedules, strict=True)
+        ]
+        # A member's Top-k keeps its k; a rule without k (L1) keeps every unit: width.
+        k = torch.full((steps, len(self.members)), width, dtype=torch.long)
+        for i, m, ts in zip(self.rows, members, targets, strict=True):
+            if m.module.model.sae.activation.control == "k":
+                k[:, i] = torch.tensor([t.k for t in ts])
+        self.k_table = k.to(device)
+        self.k_logged = torch.tensor(
+            [[float(t.k) for t in ts] for ts in targets], dtype=torch.float32
+        ).T.to(device)
+        self.l1 = None
+        self.l1_table = None
+        if self.controlled:
+            inputs = []
+            k_prev = [self.schedules[j].l1.k_prev for j in self.controlled]
+            for b in range(steps):
+                for c, j in enumerate(self.controlled):
+                    inputs.append(self.schedules[j].inputs_at(k_prev[c], targets[j][b]))
+                    k_prev[c] = float(targets[j][b].k_tracked)
+            stacked = stack_l1_inputs(inputs, device)
+            self.l1_table = [cast(Tensor, f).reshape(steps, len(self.controlled)) for f in stacked]
+            self.l1 = stack_l1_states([self.schedules[j].l1 for j in self.controlled])
+        size = members[0].parts.datamodule.batch_size
+        bf16 = members[0].parts.plan.precision == "bf16-mixed"
+        d_z = members[0].module.hparams["d_z"]
+        self.noise = torch.stack(
+            [
+                torch.stack(
+                    [
+                        _noise(size, d_z, torch.bfloat16 if bf16 else None, device, gen)
+                        for _ in range(steps)
+                    ]
+                )
+                for gen in self.gens
+            ],
+            dim=1,
+        )
+
+    def _bookkeep(self, figures: dict[str, Tensor], codes: Tensor, batch_idx: int) -> None:
         """What each stepped member's own step does after the optimizer, for all of them at once,
         element for element as they would: the finiteness flag, the firing window, the L1
         controller (λ for the next step), and the logged figures (the step's, then k, L0 and
@@ -338,29 +386,41 @@ class StackedStep:
         for name, value in figures.items():
             if "/" in name:
                 self.means.log(name, pick(value), batch)
-        if self.controlled:
-            self._control(figures["l0"])
-            assert self.l1 is not None and isinstance(self.l1.coef, Tensor)
+        if self.l1 is not None and self.l1_table is not None:
+            inputs = L1Inputs(*(f[batch_idx] for f in self.l1_table))
+            l0 = figures["l0"].detach().index_select(0, self.controlled_rows)
+            self.l1 = l1_advance(self.l1, l0, inputs)
+            assert isinstance(self.l1.coef, Tensor)
             self.coef = self.coef.index_copy(0, self.controlled_at, self.l1.coef)
-        k = torch.tensor(
-            [float(cb.k) for cb in self.schedules], dtype=torch.float32, device=codes.device
-        )
-        for name, value in step_logs(k, pick(figures["l0"]), self.coef).items():
+        for name, value in step_logs(
+            self.k_logged[batch_idx], pick(figures["l0"]), self.coef
+        ).items():
             self.means.log(name, value)
 
-    def _control(self, l0: Tensor) -> None:
-        """One step of the L1 controllers of the stepping members that run one, as one stack of
-        (N,) tensors: bitwise each member's own step (`vaesae.sparsity`), with one set of kernels
-        for all. Each member's schedule callback gets its state back as 0-d views (its lambda for
-        the next step, and its checkpoint)."""
-        schedules = [self.schedules[j] for j in self.controlled]
-        if self.l1 is None:
-            self.l1 = stack_l1_states([cb.l1 for cb in schedules])
-        inputs = stack_l1_inputs([cb.control_inputs() for cb in schedules], l0.device)
-        self.l1 = l1_advance(self.l1, l0.detach().index_select(0, self.controlled_rows), inputs)
-        for n, (j, cb) in enumerate(zip(self.controlled, schedules, strict=True)):
-            cb.l1 = l1_state_of(self.l1, n, float(cb.k_tracked))
-            self.members[self.rows[j]].module.l1_coef = cb.l1.coef
+    def _finish_schedules(self, stepped: list[Member]) -> None:
+        """Each stepped member's schedule callback as its own last step of the epoch leaves it
+        (its targets, its activation's k, its controller state and λ), for its epoch-end hooks
+        and its checkpoint."""
+        steps = stepped[0].trainer.num_training_batches
+        for m, cb in zip(stepped, self.schedules, strict=True):
+            cb.on_train_batch_start(m.hook_trainer, m.module, None, steps - 1)
+        if self.l1 is not None:
+            for c, j in enumerate(self.controlled):
+                cb = self.schedules[j]
+                cb.l1 = l1_state_of(self.l1, c, float(cb.k_tracked))
+                stepped[j].module.l1_coef = cb.l1.coef
+
+
+def _check_batch_start_hooks(member: Member, schedule: SparsityScheduleCallback) -> None:
+    """Raise when a callback of ``member`` other than its schedule acts before each step: the
+    stacked step runs none of them (what the schedule does there is in the epoch's tables)."""
+    for cb in member.callbacks:
+        own = type(cb).on_train_batch_start is not pl.Callback.on_train_batch_start
+        if own and cb is not schedule:
+            raise RuntimeError(
+                f"{type(cb).__name__} acts before each step, which a stacked step does not run;"
+                " train this member in mode=loop"
+            )
 
 
 def _moment(state: dict, idx: int, key: str, like: Tensor) -> Tensor:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import lightning.pytorch as pl
 import torch
@@ -67,6 +67,17 @@ GRANULARITIES = ("step", "epoch")
 # What the squeeze applies: the schedule's k(t); none (k = width, lambda = 0: the no-squeeze
 # control); or k_end from the first step (the non-adaptive rule).
 PRESSURES = ("schedule", "none", "fixed")
+
+
+class StepTargets(NamedTuple):
+    """A step's targets: ``k`` (the step's own), ``k_tracked`` (``track_lead`` steps on: the
+    controller's set point), ``k_ahead`` (``lead`` steps on) and ``slope_ahead``
+    (log(k(t + d - 1) / k(t + d)), d = ``ff_lead``; None without feed-forward)."""
+
+    k: int
+    k_tracked: int
+    k_ahead: int
+    slope_ahead: float | None
 
 
 class SparsityScheduleCallback(pl.Callback):
@@ -161,19 +172,27 @@ class SparsityScheduleCallback(pl.Callback):
                 " use granularity='epoch'"
             )
 
+    def step_targets(self, trainer: pl.Trainer, batch_idx: int, width: int) -> StepTargets:
+        """The targets of step ``batch_idx`` of the current epoch: a pure function of the
+        schedule, the pressure and the step, so a pack can tabulate an epoch's at its start."""
+
+        def k_at(steps_on: int) -> int:
+            return self.target(self._time(trainer, batch_idx + steps_on), width)
+
+        d = self.gains.ff_lead
+        return StepTargets(
+            k_at(0),
+            k_at(self.gains.track_lead),
+            k_at(self.gains.lead),
+            math.log(k_at(d - 1) / k_at(d)) if d else None,
+        )
+
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: VAESAEModule, batch: Any, batch_idx: int
     ) -> None:
         activation = _activation(pl_module)
-
-        def k_at(steps_on: int) -> int:
-            return self.target(self._time(trainer, batch_idx + steps_on), activation.width)
-
-        self.k = k_at(0)
-        self.k_tracked = k_at(self.gains.track_lead)
-        self.k_ahead = k_at(self.gains.lead)
-        d = self.gains.ff_lead
-        self.slope_ahead = math.log(k_at(d - 1) / k_at(d)) if d else None
+        targets = self.step_targets(trainer, batch_idx, activation.width)
+        self.k, self.k_tracked, self.k_ahead, self.slope_ahead = targets
         if activation.control == "k":
             cast(TopK, activation).k = self.k
         elif self.pressure == "none":
@@ -220,15 +239,21 @@ class SparsityScheduleCallback(pl.Callback):
 
     def control_inputs(self) -> L1Inputs:
         """This step's controller inputs (host numbers): what :meth:`on_train_batch_end` steps
-        with, and what a pack that steps its members' controllers together reads
+        with."""
+        targets = StepTargets(self.k, self.k_tracked, self.k_ahead, self.slope_ahead)
+        return self.inputs_at(self.l1.k_prev, targets)
+
+    def inputs_at(self, k_prev: float, targets: StepTargets) -> L1Inputs:
+        """The controller inputs of a step with ``targets`` after a step whose set point was
+        ``k_prev`` (0 before the run's first): what a pack tabulates for an epoch's steps
         (`vaesae.pack.stacked`)."""
         return l1_inputs(
-            self.l1.k_prev,
-            self.k_tracked,
+            k_prev,
+            targets.k_tracked,
             self.schedule.k_end,
             self.gains,
-            self.k_ahead,
-            self.slope_ahead,
+            targets.k_ahead,
+            targets.slope_ahead,
         )
 
     def log_step(self, pl_module: VAESAEModule, l0: Tensor) -> None:
