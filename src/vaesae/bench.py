@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -381,6 +382,8 @@ def training_section(
 PACK_BATCH = 64
 # Pack sizes timed on a GPU; the paper protocol's packs hold 6 (per dataset: 2 methods x 3 seeds).
 GPU_PACK_SIZES = (1, 3, 6, 12, 24, 48)
+# Pack sizes whose stacked step is also timed captured in a CUDA graph (a probe).
+GPU_CAPTURE_SIZES = (6, 12)
 # Paper protocol: dSprites' 737,280 images per epoch, 150 epochs, 2 packs of 6 (one per dataset).
 PAPER_EPOCH_IMAGES, PAPER_EPOCHS, PAPER_PACKS = 737_280, 150, 2
 
@@ -521,6 +524,8 @@ def pack_figures(accelerator: str = "cpu", members: int = 4, steps: int = 24) ->
             if n <= 6:
                 loop = step_img_per_s(n, "loop", steps, warmup, root)
                 figures[f"pack{n}_loop_ms_per_step"] = 1e3 * n * PACK_BATCH / loop
+        for n in GPU_CAPTURE_SIZES:
+            figures[f"pack{n}_captured_ms_per_step"] = captured_ms_per_step(n, steps, root)
         _print_top_kernels(root, 12, steps)
         eval_s = _member_eval_s(root)
         figures["member_eval_s"] = eval_s
@@ -531,6 +536,43 @@ def pack_figures(accelerator: str = "cpu", members: int = 4, steps: int = 24) ->
         epoch_s = PAPER_EPOCH_IMAGES / PACK_BATCH * step_s + 6 * eval_s
         figures["paper_reproduce_h_extrapolated"] = PAPER_PACKS * PAPER_EPOCHS * epoch_s / 3600
     return figures
+
+
+def captured_ms_per_step(n: int, steps: int, root: Path, replays: int = 50) -> float:
+    """Milliseconds per replay of one stacked step of ``n`` members captured in a CUDA graph
+    (NaN, with the reason printed, when the capture fails). A probe of what capture would give,
+    not the engine's path: Adam is switched to ``capturable`` (members run autocast without its
+    cast cache, which graphs need), and the replays repeat the captured step's kernels on its fixed
+    buffers, so the members' state does not move on from replay to replay; the time is what
+    the step's kernels cost without host work."""
+    from vaesae.pack.stacked import StackedStep
+
+    members = pack_members(n, steps, "gpu", root / f"graph{n}")
+    stacked = StackedStep(members)
+    stacked.sync_from_members(members, members)
+    assert stacked.optimizer is not None
+    for group in stacked.optimizer.param_groups:
+        group["capturable"] = True
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for b in range(3):  # eager: Adam's state, cuBLAS / cuDNN workspaces and choices
+                stacked.step(members, b)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            stacked.step(members, 3)
+        graph.replay()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(replays):
+            graph.replay()
+        torch.cuda.synchronize()
+    except Exception as err:  # a probe: report why and go on with the other figures
+        print(f"capture of a {n}-member stacked step failed: {type(err).__name__}: {err}")
+        return math.nan
+    return 1e3 * (time.perf_counter() - start) / replays
 
 
 def _print_top_kernels(root: Path, n: int, steps: int) -> None:

@@ -187,8 +187,12 @@ class Member:
         self.error = ""
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         bf16 = parts.plan.precision == "bf16-mixed"
+        # Without the weight-cast cache, which CUDA graph capture cannot hold; the values are
+        # the same (the cache only saves casting a weight twice within one region).
         self._autocast = (
-            (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False))
+            if bf16
+            else nullcontext
         )
 
     @property
