@@ -94,6 +94,23 @@ def test_auto_prefers_the_file_and_falls_back_to_the_renderer(tmp_path):
     assert get_dataset("dsprites", source="auto", root=tmp_path / "empty").source == "procedural"
 
 
+def test_only_a_renderer_renders_on_the_device_and_unchecked_images_are_the_checked_ones(
+    tmp_path,
+):
+    write_npz(tmp_path / NPZ, dsprites_arrays())
+    file_ds = get_dataset("dsprites", source="file", root=tmp_path)
+    rendered = get_dataset("dsprites", source="procedural")
+    # A file's images are gathered in host memory, which a CUDA graph cannot replay.
+    assert rendered.renders_on_device and not file_ds.renders_on_device
+    for ds in (file_ds, rendered):
+        factors = ds.sample_factors(16, torch.Generator().manual_seed(0))
+        assert torch.equal(ds.images(factors, check=False), ds.images(factors))
+        bad = factors.clone()
+        bad[0, 0] = 99
+        with pytest.raises(ValueError, match="out of range"):
+            ds.images(bad)
+
+
 def test_unknown_names_list_the_valid_choices():
     with pytest.raises(ValueError, match="dsprites, shapes3d"):
         get_dataset("mnist")

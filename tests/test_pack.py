@@ -388,6 +388,39 @@ def test_a_pack_refuses_jobs_that_do_not_share_a_key(tmp_path):
     assert not (tmp_path / "a").exists()  # refused before any work
 
 
+def test_capture_is_refused_where_it_cannot_run(tmp_path):
+    jobs = [PackJob(make_cfg(f"seed={s}"), tmp_path / f"j{s}") for s in (0, 1)]
+    for mode in ("loop", "vmap"):  # on a CPU
+        with pytest.raises(ConfigError, match="capture=true needs mode=vmap on a GPU"):
+            train_pack(jobs, mode=mode, capture=True)
+    assert not (tmp_path / "j0").exists()  # refused before any work
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_captured_epoch_follows_the_eager_stacked_epoch(tmp_path):
+    """20 steps in one epoch on a GPU, replayed from a CUDA graph after 3 eager ones: k and the
+    step count exact, the epoch means to 1e-2 relative of the eager stacked epoch's (Adam's
+    capturable arithmetic differs in the last bits)."""
+    cfgs = _cfgs("data.epoch_size=1280", "trainer=gpu", "data.source=procedural")
+    logs = {}
+    for capture in (False, True):
+        jobs = [PackJob(c, tmp_path / f"{capture}{i}") for i, c in enumerate(cfgs)]
+        built = [build_member(job, i) for i, job in enumerate(jobs)]
+        members = [m for m in built if m is not None]
+        _start(members)
+        step = StackedStep(members, capture=capture)
+        step.sync_from_members(members, members)
+        step.epoch(members, 20)
+        step.sync_to_members(members)
+        assert all(m.trainer.global_step == 20 for m in members)
+        logs[capture] = [m.logs.compute() for m in members]
+    for eager, captured in zip(logs[False], logs[True], strict=True):
+        assert eager.keys() == captured.keys()
+        assert float(captured["sparsity/k"]) == float(eager["sparsity/k"])
+        for name in ("train/recon", "train/kl", "sparsity/l0", "sparsity/l1_coef"):
+            assert float(captured[name]) == pytest.approx(float(eager[name]), rel=1e-2), name
+
+
 def test_vmap_refuses_a_member_it_cannot_stack():
     with pytest.raises(ConfigError, match="remedy auxk"):
         pack_mode_for([make_cfg("arm=auxk")], requested="vmap")

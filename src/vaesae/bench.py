@@ -538,41 +538,27 @@ def pack_figures(accelerator: str = "cpu", members: int = 4, steps: int = 24) ->
     return figures
 
 
-def captured_ms_per_step(n: int, steps: int, root: Path, replays: int = 50) -> float:
-    """Milliseconds per replay of one stacked step of ``n`` members captured in a CUDA graph
-    (NaN, with the reason printed, when the capture fails). A probe of what capture would give,
-    not the engine's path: Adam is switched to ``capturable`` (members run autocast without its
-    cast cache, which graphs need), and the replays repeat the captured step's kernels on its fixed
-    buffers, so the members' state does not move on from replay to replay; the time is what
-    the step's kernels cost without host work."""
-    from vaesae.pack.stacked import StackedStep
+def captured_ms_per_step(n: int, steps: int, root: Path) -> float:
+    """Milliseconds per step of a pack of ``n`` members whose stacked step is replayed from a
+    CUDA graph (the engine's ``capture``): the epoch's steps after the warm-up and the capture,
+    host bookkeeping included. NaN, with the reason printed, when the capture fails."""
+    from vaesae.pack.stacked import CAPTURE_WARMUP, StackedStep
 
     members = pack_members(n, steps, "gpu", root / f"graph{n}")
-    stacked = StackedStep(members)
+    stacked = StackedStep(members, capture=True)
     stacked.sync_from_members(members, members)
-    assert stacked.optimizer is not None
-    for group in stacked.optimizer.param_groups:
-        group["capturable"] = True
     try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for b in range(3):  # eager: Adam's state, cuBLAS / cuDNN workspaces and choices
-                stacked.step(members, b)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            stacked.step(members, 3)
-        graph.replay()
+        stacked.warm_up(members)
+        captured = stacked.capture_step()
         torch.cuda.synchronize()
         start = time.perf_counter()
-        for _ in range(replays):
-            graph.replay()
+        for b in range(CAPTURE_WARMUP, steps):
+            stacked.replay(captured, b)
         torch.cuda.synchronize()
     except Exception as err:  # a probe: report why and go on with the other figures
         print(f"capture of a {n}-member stacked step failed: {type(err).__name__}: {err}")
         return math.nan
-    return 1e3 * (time.perf_counter() - start) / replays
+    return 1e3 * (time.perf_counter() - start) / (steps - CAPTURE_WARMUP)
 
 
 def _print_top_kernels(root: Path, n: int, steps: int) -> None:

@@ -26,12 +26,16 @@ class PackLauncher(Launcher):
     ``mode``: auto | loop | vmap (`vaesae.pack.keys.pack_mode_for`); ``max_members``: the
     largest pack (a larger group is split in order); ``n_jobs``: packs trained at a time, each
     in its own process (the joblib launcher's setting, so an experiment that sets it for joblib
-    keeps its meaning).
+    keeps its meaning); ``capture``: replay each epoch's stacked step from a CUDA graph (vmap
+    on a GPU only).
     """
 
-    def __init__(self, mode: str = "auto", max_members: int = 48, n_jobs: int = 1) -> None:
+    def __init__(
+        self, mode: str = "auto", max_members: int = 48, n_jobs: int = 1, capture: bool = False
+    ) -> None:
         super().__init__()
         self.mode = mode
+        self.capture = bool(capture)
         self.max_members = int(max_members)
         self.n_jobs = int(n_jobs)
         self.config: DictConfig | None = None
@@ -77,5 +81,5 @@ class PackLauncher(Launcher):
             returns.append(ret)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         # A job's outcome is in its summary.json, which the sweep's failure list reads.
-        train_packs(jobs, sweep_dir, self.mode, self.max_members, self.n_jobs)
+        train_packs(jobs, sweep_dir, self.mode, self.max_members, self.n_jobs, self.capture)
         return returns

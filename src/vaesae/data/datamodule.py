@@ -134,12 +134,13 @@ class GroundTruthDataModule(L.LightningDataModule):
 
         return FactorBatches(factors, self.samples_per_epoch, self.batch_size, drop_last=True)
 
-    def images(self, factors: torch.Tensor) -> torch.Tensor:
-        """Images of `factors`, gathered on the device of `factors`."""
+    def images(self, factors: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """Images of `factors`, gathered on the device of `factors` (``check``: as
+        `GroundTruthDataset.images`)."""
         ds = self.dataset
         if ds.device != factors.device:
             ds.to(factors.device)
-        return ds.images(factors)
+        return ds.images(factors, check=check)
 
     def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int):
         return self.images(batch), batch

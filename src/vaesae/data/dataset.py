@@ -112,9 +112,18 @@ class GroundTruthDataset:
         self.backend.to(device)
         return self
 
-    def images(self, factors: torch.Tensor) -> torch.Tensor:
-        """LongTensor[N, K] factor classes -> uint8 Tensor[N, C, 64, 64] (0..255) on `device`."""
-        return self.backend(self.space.check_factors(torch.as_tensor(factors)))
+    def images(self, factors: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """LongTensor[N, K] factor classes -> uint8 Tensor[N, C, 64, 64] (0..255) on `device`.
+        ``check=False`` skips the range check (a host synchronisation on a GPU) for factors
+        already checked, e.g. rows of an epoch's factors checked once."""
+        factors = torch.as_tensor(factors)
+        return self.backend(self.space.check_factors(factors) if check else factors)
+
+    @property
+    def renders_on_device(self) -> bool:
+        """Whether `images` is device work only (a renderer's templates on the device), with
+        no host gather: what a captured CUDA graph can replay."""
+        return not isinstance(self.backend, FileImages)
 
     def index_of(self, factors: torch.Tensor) -> torch.Tensor:
         return self.space.index_of(torch.as_tensor(factors))

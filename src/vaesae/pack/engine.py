@@ -133,13 +133,19 @@ def _log_time_left(pack_id: str, members: list[Member], rounds_s: list[float]) -
 
 
 def train_pack(
-    jobs: list[PackJob], pack_id: str = "pack", group: str = "pack", mode: str = "auto"
+    jobs: list[PackJob],
+    pack_id: str = "pack",
+    group: str = "pack",
+    mode: str = "auto",
+    capture: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``jobs`` (one pack key) together; returns each job's status and run directory.
 
     ``mode``: ``loop``, ``vmap`` or ``auto`` (vmap on a GPU for the members it can stack, loop
-    otherwise; `vaesae.pack.keys.pack_mode_for`). Raises ConfigError before any work when a
-    config is invalid or the jobs do not share a pack key.
+    otherwise; `vaesae.pack.keys.pack_mode_for`). ``capture``: replay each epoch's stacked step
+    from a CUDA graph (`vaesae.pack.stacked.StackedStep`); needs ``vmap`` on a GPU. Raises
+    ConfigError before any work when a config is invalid, the jobs do not share a pack key, or
+    capture is asked for where it cannot run.
     """
     if mode not in (*PACK_MODES, "auto"):
         raise ConfigError(f"pack mode={mode!r} is not valid; choose one of: auto, loop, vmap")
@@ -153,6 +159,11 @@ def train_pack(
         )
     if mode == "auto" or mode == "vmap":
         mode = pack_mode_for([job.cfg for job in jobs], requested=mode)
+    if capture and jobs and (mode != "vmap" or jobs[0].cfg.trainer.accelerator != "gpu"):
+        raise ConfigError(
+            f"hydra.launcher.capture=true needs mode=vmap on a GPU (trainer=gpu), got mode={mode}"
+            f" on {jobs[0].cfg.trainer.accelerator}; set capture=false"
+        )
     if jobs and jobs[0].cfg.trainer.threads:
         torch.set_num_threads(int(jobs[0].cfg.trainer.threads))
     built = [build_member(job, i, pack_id, group) for i, job in enumerate(jobs)]
@@ -160,7 +171,14 @@ def train_pack(
     log.info("pack %s: %d member(s) to train (%s)", pack_id, len(members), mode)
     for m in members:
         _guarded(m, "start", m.start)
-    stacked = StackedStep(members) if mode == "vmap" and members else None
+    if capture and members and not members[0].parts.datamodule.dataset.renders_on_device:
+        log.warning(
+            "pack %s: capture off: the official file's images are gathered on the host, which a"
+            " CUDA graph cannot replay; the pack steps eagerly",
+            pack_id,
+        )
+        capture = False
+    stacked = StackedStep(members, capture) if mode == "vmap" and members else None
     rounds_s: list[float] = []
     try:
         while unfinished := [m for m in members if not m.done]:
@@ -174,8 +192,7 @@ def train_pack(
             running = [m for m in active if m.status == "running"]
             if stacked is not None and running:
                 stacked.sync_from_members(unfinished, running)
-                for b in range(steps):
-                    stacked.step(running, b)
+                stacked.epoch(running, steps)
                 stacked.sync_to_members(running)
                 # One batched forward evaluates them all; their metrics stay per member.
                 evaluate_stacked([m for m in running if not bool(m.nonfinite)])

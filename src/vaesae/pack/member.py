@@ -98,7 +98,11 @@ class StackedMeans:
 
     def log(self, name: str, values: Tensor, batch_size: int = 1) -> None:
         total = values.detach().float() * int(batch_size)
-        self.sums[name] = total if name not in self.sums else self.sums[name] + total
+        if name in self.sums:
+            # In place: a captured step's replays add into the same buffer.
+            self.sums[name].add_(total)
+        else:
+            self.sums[name] = total
         self.counts[name] = self.counts.get(name, 0.0) + int(batch_size)
 
     def compute(self, i: int) -> dict[str, Tensor]:

@@ -26,7 +26,7 @@ for the whole epoch at its start, so a step only reads rows of device tables.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import lightning.pytorch as pl
 import torch
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RankTopK", "StackedModels", "StackedStep", "evaluate_stacked", "rank_topk"]
 
+# Eager steps at an epoch's start before a captured pack captures its step (`StackedStep`).
+CAPTURE_WARMUP = 3
 # Images per batched evaluation forward, summed over the members: bounds the stacked
 # activations (the decoder's largest is 64 channels x 32 x 32 floats per image, 256 KiB).
 EVAL_IMAGES_PER_FORWARD = 4096
@@ -150,6 +152,17 @@ class StackedModels:
             w.div_(w.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
 
+class CapturedStep(NamedTuple):
+    """A stacked step's device part captured in a CUDA graph, its output buffers (refilled at
+    each replay) and the epoch means' host counts one step adds."""
+
+    graph: torch.cuda.CUDAGraph
+    figures: dict[str, Tensor]
+    images: Tensor
+    factors: Tensor
+    counts: dict[str, float]
+
+
 class StackedStep:
     """Steps the members of a pack through one :class:`StackedModels` and one Adam.
 
@@ -160,10 +173,17 @@ class StackedStep:
     after a failure, or ahead of the others after a resume) rides along: it keeps its place in
     the stack, so the others' batched kernels see the same shapes as in an uninterrupted pack,
     but its loss is left out of the sum and its slice is never written back.
+
+    ``capture`` (CUDA only): :meth:`epoch` takes its first ``CAPTURE_WARMUP`` steps eagerly, on
+    a side stream, then captures the device part of one step in a CUDA graph and replays it for
+    the rest of the epoch, with the members' host bookkeeping after each replay. Adam runs with
+    ``capturable=True`` (its step count on the device), so the packed runs equal the eager pack
+    to a tolerance, not bitwise.
     """
 
-    def __init__(self, members: list[Member]) -> None:
+    def __init__(self, members: list[Member], capture: bool = False) -> None:
         self.members = members
+        self.capture = capture
         self.stack: StackedModels | None = None
         self.optimizer: torch.optim.Adam | None = None
         # The stepping members' (at self.rows) epoch: their factors, generators, λ and loss
@@ -183,6 +203,10 @@ class StackedStep:
         self.k_table = self.k_logged = torch.zeros(0)
         self.l1_table: list[Tensor] | None = None  # L1Inputs' fields, each (steps, controlled)
         self.noise: Tensor | None = None
+        # The step's place in the epoch on the device (the tables' row), the batch's size and
+        # its row offsets.
+        self.step_index = self.batch_rows = torch.zeros(0, dtype=torch.long)
+        self.batch_size = 0
         self.beta = self.alpha = self.stepping = torch.zeros(0)
         self.nonfinite: Tensor | None = None
         self.window: Tensor | None = None
@@ -200,14 +224,18 @@ class StackedStep:
         self.rows = []  # the next step starts the epoch (:meth:`_start_epoch`)
         self.stack = StackedModels([m.module.model for m in members])
         names = [n for n, _ in members[0].module.model.named_parameters()]
-        self.optimizer = torch.optim.Adam([self.stack.params[n] for n in names], lr=lr.pop())
+        self.optimizer = torch.optim.Adam(
+            [self.stack.params[n] for n in names], lr=lr.pop(), capturable=self.capture
+        )
+        device = members[0].device
         states = [m.optimizer.state_dict()["state"] for m in members]
         reference = states[members.index(stepping[0])]
         if reference:
             for idx, name in enumerate(names):
                 like = self.stack.params[name]
                 self.optimizer.state[like] = {
-                    "step": reference[idx]["step"].clone(),
+                    # A capturable Adam keeps its step count on the device.
+                    "step": reference[idx]["step"].to(device if self.capture else "cpu").clone(),
                     "exp_avg": torch.stack([_moment(s, idx, "exp_avg", like) for s in states]),
                     "exp_avg_sq": torch.stack(
                         [_moment(s, idx, "exp_avg_sq", like) for s in states]
@@ -237,37 +265,86 @@ class StackedStep:
                 state = self.optimizer.state.get(self.stack.params[name])
                 if state:
                     m.optimizer.state[params[idx]] = {
-                        "step": state["step"].clone(),
+                        "step": state["step"].to("cpu").clone(),  # as a run's own Adam keeps it
                         "exp_avg": state["exp_avg"][i].clone(),
                         "exp_avg_sq": state["exp_avg_sq"][i].clone(),
                     }
 
+    def epoch(self, running: list[Member], steps: int) -> None:
+        """The ``running`` members' ``steps`` steps of the epoch: eagerly, or under ``capture``
+        replayed from a CUDA graph after ``CAPTURE_WARMUP`` eager steps (class docstring)."""
+        if not self.capture or steps <= CAPTURE_WARMUP:
+            for b in range(steps):
+                self.step(running, b)
+            return
+        self.warm_up(running)
+        captured = self.capture_step()
+        for b in range(CAPTURE_WARMUP, steps):
+            self.replay(captured, b)
+
+    def warm_up(self, running: list[Member]) -> None:
+        """The epoch's first ``CAPTURE_WARMUP`` steps, eagerly on a side stream (what precedes
+        a capture: the epoch's tables, Adam's state, cuBLAS and cuDNN workspaces)."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for b in range(CAPTURE_WARMUP):
+                self.step(running, b)
+        torch.cuda.current_stream().wait_stream(side)
+
+    def capture_step(self) -> CapturedStep:
+        """The device part of the epoch's next step captured in a CUDA graph (not run)."""
+        counts = dict(self.means.counts)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            figures, images, factors = self._device_step(self.rows)
+        # Capturing ran the step's Python once and its kernels not at all: the epoch means'
+        # host counts move on at each replay instead.
+        per_step = {k: n - counts.get(k, 0.0) for k, n in self.means.counts.items()}
+        self.means.counts = counts
+        return CapturedStep(graph, figures, images, factors, per_step)
+
+    def replay(self, captured: CapturedStep, batch_idx: int) -> None:
+        """Step ``batch_idx`` of the epoch: the captured kernels, then the host part."""
+        captured.graph.replay()
+        for k, n in captured.counts.items():
+            self.means.counts[k] = self.means.counts.get(k, 0.0) + n
+        self._finish_members(
+            self.rows, captured.figures, captured.images, captured.factors, batch_idx
+        )
+
     def step(self, running: list[Member], batch_idx: int) -> None:
-        """One training step of the ``running`` members; the rest of the stack rides along.
-        What changes from step to step (k, the controller's inputs, the logged k, the noise)
-        is read from the epoch's tables by the step's index: no host values are built here."""
-        assert self.stack is not None and self.optimizer is not None
-        members = self.members
-        stepped = [i for i, m in enumerate(members) if m in running]
+        """One training step of the ``running`` members; the rest of the stack rides along."""
+        stepped = [i for i, m in enumerate(self.members) if m in running]
         if self.rows != stepped:
             self._start_epoch(stepped)
+        self._finish_members(stepped, *self._device_step(stepped), batch_idx)
+
+    def _device_step(self, stepped: list[int]) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """The device part of a step (what a CUDA graph captures): the batch, the forward and
+        backward, Adam, the dictionary's renormalisation and the stacked bookkeeping. What
+        changes from step to step (the batch's rows, k, the controller's inputs, the logged k,
+        the noise) is read from the epoch's tables at the device step counter, and every state
+        is updated in place: no host value enters. Returns the figures, images and factors."""
+        assert self.stack is not None and self.optimizer is not None
         assert self.factors is not None and self.noise is not None and self.coef is not None
-        size = members[stepped[0]].parts.datamodule.batch_size
-        factors = self.factors[:, batch_idx * size : (batch_idx + 1) * size]
+        members = self.members
+        at = self.step_index.view(1)
+        factors = self.factors.index_select(1, at * self.batch_size + self.batch_rows)
         # One gather and one conversion for every stepping member (a member's batch is the rows
-        # its own gather would give: the data module is the pack's, its dataset the same).
+        # its own gather would give: the data module is the pack's, its dataset the same); the
+        # epoch's factors were checked at its start.
         first = members[stepped[0]]
-        images = first.parts.datamodule.images(factors.flatten(0, 1)).unflatten(
-            0, factors.shape[:2]
-        )
+        images = first.parts.datamodule.images(factors.flatten(0, 1), check=False)
+        images = images.unflatten(0, factors.shape[:2])
         x = first.module.to_input(images.flatten(0, 1)).contiguous().unflatten(0, images.shape[:2])
         n = len(members)
         with members[0].autocast():
             figures, codes = self.stack.forward_losses(
-                _all_rows(x, stepped, n),
-                _all_rows(self.noise[batch_idx], stepped, n),
-                self.k_table[batch_idx],
-                _all_rows(self.coef, stepped, n),
+                _all_rows(x, self.row_index, n),
+                _all_rows(self.noise.index_select(0, at).squeeze(0), self.row_index, n),
+                self.k_table.index_select(0, at).squeeze(0),
+                _all_rows(self.coef, self.row_index, n),
                 self.beta,
                 self.alpha,
             )
@@ -277,11 +354,23 @@ class StackedStep:
         self.optimizer.step()
         if members[0].module.model.sae.normalize_decoder:
             self.stack.renormalize_decoders_()
-        self._bookkeep(figures, codes, batch_idx)
+        self._bookkeep(figures, codes, at)
+        self.step_index += 1
+        return figures, images, factors
+
+    def _finish_members(
+        self,
+        stepped: list[int],
+        figures: dict[str, Tensor],
+        images: Tensor,
+        factors: Tensor,
+        batch_idx: int,
+    ) -> None:
+        """The host part of a step: each stepped member's step counter and after-step hooks."""
         for j, i in enumerate(stepped):
             out = {"loss": figures["loss"][i].detach(), "l0": figures["l0"][i]}
             batch = (images[j], factors[j])
-            members[i].finish_step(out, batch, batch_idx, module_hook=False, stacked=True)
+            self.members[i].finish_step(out, batch, batch_idx, module_hook=False, stacked=True)
 
     def _start_epoch(self, stepped: list[int]) -> None:
         """An epoch's first step: its stepping members (fixed until its end), their epoch's
@@ -311,6 +400,11 @@ class StackedStep:
         self.controlled_rows = torch.tensor([stepped[j] for j in self.controlled], device=device)
         self.means = StackedMeans()
         self.factors = torch.stack([m.factors for m in members])
+        # Checked once here, so a step's gather has no host synchronisation.
+        members[0].parts.datamodule.dataset.space.check_factors(self.factors.flatten(0, 1))
+        self.batch_size = members[0].parts.datamodule.batch_size
+        self.batch_rows = torch.arange(self.batch_size, device=device)
+        self.step_index = torch.zeros((), dtype=torch.long, device=device)
         self.gens = [_torch_generator(m, device) for m in members]
         self.coef = torch.stack(
             [torch.as_tensor(m.module.l1_coef, dtype=torch.float32, device=device) for m in members]
@@ -370,31 +464,33 @@ class StackedStep:
             dim=1,
         )
 
-    def _bookkeep(self, figures: dict[str, Tensor], codes: Tensor, batch_idx: int) -> None:
+    def _bookkeep(self, figures: dict[str, Tensor], codes: Tensor, at: Tensor) -> None:
         """What each stepped member's own step does after the optimizer, for all of them at once,
         element for element as they would: the finiteness flag, the firing window, the L1
         controller (λ for the next step), and the logged figures (the step's, then k, L0 and
-        λ). The members get them back at the epoch's end (:meth:`sync_to_members`)."""
+        λ). ``at`` (1,) is the step's row of the epoch's tables. Every stacked state is updated
+        in place, so a captured step's replays carry it from step to step. The members get them
+        back at the epoch's end (:meth:`sync_to_members`)."""
         assert self.window is not None and self.nonfinite is not None and self.coef is not None
 
         def pick(t: Tensor) -> Tensor:
             return t.detach().index_select(0, self.row_index)
 
         self.nonfinite |= ~torch.isfinite(pick(figures["loss"]))
-        self.window = advance_since_fired(self.window, pick(codes))
+        self.window.copy_(advance_since_fired(self.window, pick(codes)))
         batch = codes.shape[1]
         for name, value in figures.items():
             if "/" in name:
                 self.means.log(name, pick(value), batch)
         if self.l1 is not None and self.l1_table is not None:
-            inputs = L1Inputs(*(f[batch_idx] for f in self.l1_table))
+            inputs = L1Inputs(*(f.index_select(0, at).squeeze(0) for f in self.l1_table))
             l0 = figures["l0"].detach().index_select(0, self.controlled_rows)
-            self.l1 = l1_advance(self.l1, l0, inputs)
-            assert isinstance(self.l1.coef, Tensor)
-            self.coef = self.coef.index_copy(0, self.controlled_at, self.l1.coef)
-        for name, value in step_logs(
-            self.k_logged[batch_idx], pick(figures["l0"]), self.coef
-        ).items():
+            advanced = l1_advance(self.l1, l0, inputs)
+            for name in L1_STACKED_FIELDS:
+                cast(Tensor, getattr(self.l1, name)).copy_(getattr(advanced, name))
+            self.coef.index_copy_(0, self.controlled_at, cast(Tensor, self.l1.coef))
+        k = self.k_logged.index_select(0, at).squeeze(0)
+        for name, value in step_logs(k, pick(figures["l0"]), self.coef).items():
             self.means.log(name, value)
 
     def _finish_schedules(self, stepped: list[Member]) -> None:
@@ -409,6 +505,10 @@ class StackedStep:
                 cb = self.schedules[j]
                 cb.l1 = l1_state_of(self.l1, c, float(cb.k_tracked))
                 stepped[j].module.l1_coef = cb.l1.coef
+
+
+# The stacked controller state's fields (k_prev stays with each member's callback).
+L1_STACKED_FIELDS = tuple(name for name in L1State._fields if name != "k_prev")
 
 
 def _check_batch_start_hooks(member: Member, schedule: SparsityScheduleCallback) -> None:
@@ -457,13 +557,12 @@ def _hand_back_generator(member: Member, gen: torch.Generator) -> None:
         member.generators.torch_cpu = gen.get_state()
 
 
-def _all_rows(stepping: Tensor, rows: list[int], n: int) -> Tensor:
-    """A stack of ``n`` members' rows from the stepping members' (at ``rows``); the others
-    (riding along) get zeros."""
+def _all_rows(stepping: Tensor, rows: Tensor, n: int) -> Tensor:
+    """A stack of ``n`` members' rows from the stepping members' (at ``rows``, a device index
+    tensor); the others (riding along) get zeros."""
     if len(rows) == n:
         return stepping
-    full = stepping.new_zeros((n, *stepping.shape[1:]))
-    return full.index_copy(0, torch.tensor(rows, device=stepping.device), stepping)
+    return stepping.new_zeros((n, *stepping.shape[1:])).index_copy(0, rows, stepping)
 
 
 def member_k(member: Member) -> int:
