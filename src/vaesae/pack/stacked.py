@@ -26,6 +26,7 @@ for the whole epoch at its start, so a step only reads rows of device tables.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import lightning.pytorch as pl
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from vaesae.pack.member import Member
 
 __all__ = ["RankTopK", "StackedModels", "StackedStep", "evaluate_stacked", "rank_topk"]
+
+log = logging.getLogger("vaesae")
 
 # Eager steps at an epoch's start before a captured pack captures its step (`StackedStep`).
 CAPTURE_WARMUP = 3
@@ -278,7 +281,16 @@ class StackedStep:
                 self.step(running, b)
             return
         self.warm_up(running)
-        captured = self.capture_step()
+        try:
+            captured = self.capture_step()
+        except RuntimeError as err:
+            # Capturing records kernels without running them, so nothing has moved on: the
+            # pack goes on eagerly, this epoch and the next.
+            log.warning("capture of the stacked step failed, stepping eagerly: %s", err)
+            self.capture = False
+            for b in range(CAPTURE_WARMUP, steps):
+                self.step(running, b)
+            return
         for b in range(CAPTURE_WARMUP, steps):
             self.replay(captured, b)
 
@@ -296,12 +308,14 @@ class StackedStep:
         """The device part of the epoch's next step captured in a CUDA graph (not run)."""
         counts = dict(self.means.counts)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            figures, images, factors = self._device_step(self.rows)
-        # Capturing ran the step's Python once and its kernels not at all: the epoch means'
-        # host counts move on at each replay instead.
-        per_step = {k: n - counts.get(k, 0.0) for k, n in self.means.counts.items()}
-        self.means.counts = counts
+        try:
+            with torch.cuda.graph(graph):
+                figures, images, factors = self._device_step(self.rows)
+            # Capturing ran the step's Python once and its kernels not at all: the epoch
+            # means' host counts move on at each replay instead.
+            per_step = {k: n - counts.get(k, 0.0) for k, n in self.means.counts.items()}
+        finally:
+            self.means.counts = counts
         return CapturedStep(graph, figures, images, factors, per_step)
 
     def replay(self, captured: CapturedStep, batch_idx: int) -> None:
