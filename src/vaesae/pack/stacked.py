@@ -339,7 +339,8 @@ class StackedStep:
         backward, Adam, the dictionary's renormalisation and the stacked bookkeeping. What
         changes from step to step (the batch's rows, k, the controller's inputs, the logged k,
         the noise) is read from the epoch's tables at the device step counter, and every state
-        is updated in place: no host value enters. Returns the figures, images and factors."""
+        is updated in place: no host value enters (but a file's images are gathered in host
+        memory). Returns the figures, images and factors."""
         assert self.stack is not None and self.optimizer is not None
         assert self.factors is not None and self.noise is not None and self.coef is not None
         members = self.members
@@ -462,14 +463,13 @@ class StackedStep:
             stacked = stack_l1_inputs(inputs, device)
             self.l1_table = [cast(Tensor, f).reshape(steps, len(self.controlled)) for f in stacked]
             self.l1 = stack_l1_states([self.schedules[j].l1 for j in self.controlled])
-        size = members[0].parts.datamodule.batch_size
         bf16 = members[0].parts.plan.precision == "bf16-mixed"
         d_z = members[0].module.hparams["d_z"]
         self.noise = torch.stack(
             [
                 torch.stack(
                     [
-                        _noise(size, d_z, torch.bfloat16 if bf16 else None, device, gen)
+                        _noise(self.batch_size, d_z, torch.bfloat16 if bf16 else None, device, gen)
                         for _ in range(steps)
                     ]
                 )
