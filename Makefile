@@ -61,7 +61,7 @@ reproduce: $(STAMP)
 
 # Is the collapse intrinsic? Every arm x dataset x method x 3 seeds, then the report (docs/results.md
 # "Is the collapse intrinsic?"). falsify is the paper-scale GPU study (REPRO_ARGS as above);
-# falsify-cpu the demo-size one for 2 cores. An interrupted study continues with
+# falsify-cpu the CPU-sized one (2,048-image epochs) for 2 cores. An interrupted study continues with
 #   make falsify-cpu FALSIFY_CPU_DIR=<its dir> FALSIFY_ARGS=resume=true
 FALSIFY_DIR ?= outputs/falsify/$(DEMO_STAMP)
 FALSIFY_CPU_DIR ?= outputs/falsify-cpu/$(DEMO_STAMP)
