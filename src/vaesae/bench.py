@@ -382,7 +382,7 @@ def training_section(
 PACK_BATCH = 64
 # Pack sizes timed on a GPU; the paper protocol's packs hold 6 (per dataset: 2 methods x 3 seeds).
 GPU_PACK_SIZES = (1, 3, 6, 12, 24, 48)
-# Pack sizes whose stacked step is also timed captured in a CUDA graph (a probe).
+# Pack sizes whose stacked step is also timed replayed from a CUDA graph (capture=true).
 GPU_CAPTURE_SIZES = (6, 12)
 # Paper protocol: dSprites' 737,280 images per epoch, 150 epochs, 2 packs of 6 (one per dataset).
 PAPER_EPOCH_IMAGES, PAPER_EPOCHS, PAPER_PACKS = 737_280, 150, 2
