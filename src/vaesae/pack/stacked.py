@@ -40,11 +40,12 @@ from vaesae.models.activations import SparseActivation
 from vaesae.module import step_figures
 from vaesae.pack.member import StackedMeans
 from vaesae.sparsity import (
-    L1Inputs,
+    L1_STACKED_FIELDS,
     L1State,
     l1_advance,
+    l1_input_columns,
+    l1_inputs_of_columns,
     l1_state_of,
-    stack_l1_inputs,
     stack_l1_states,
 )
 from vaesae.sparsity.callback import SparsityScheduleCallback, step_logs
@@ -204,7 +205,8 @@ class StackedStep:
         self.coef: Tensor | None = None
         # The epoch's tables, one row per step (:meth:`_tabulate`).
         self.k_table = self.k_logged = torch.zeros(0)
-        self.l1_table: list[Tensor] | None = None  # L1Inputs' fields, each (steps, controlled)
+        # L1Inputs' flags (steps, controlled, 3) and numbers (steps, controlled, 13).
+        self.l1_table: tuple[Tensor, Tensor] | None = None
         self.noise: Tensor | None = None
         # The step's place in the epoch on the device (the tables' row), the batch's size and
         # its row offsets.
@@ -394,8 +396,8 @@ class StackedStep:
 
         The tables hold, for every step of the epoch, what each member's own step would compute
         on the host before it: k (N members, riding ones at width), the logged k, the L1
-        controller's inputs (`SparsityScheduleCallback.inputs_at`, as float32 and bool like
-        `stack_l1_inputs`) and the posterior noise, drawn now from each member's generator in
+        controller's inputs (`SparsityScheduleCallback.inputs_at`, as bool and float32 columns:
+        `l1_input_columns`) and the posterior noise, drawn now from each member's generator in
         the order and shapes of its own steps (its only draws), so the values are its own."""
         members = [self.members[i] for i in stepped]
         device = members[0].device
@@ -460,8 +462,9 @@ class StackedStep:
                 for c, j in enumerate(self.controlled):
                     inputs.append(self.schedules[j].inputs_at(k_prev[c], targets[j][b]))
                     k_prev[c] = float(targets[j][b].k_tracked)
-            stacked = stack_l1_inputs(inputs, device)
-            self.l1_table = [cast(Tensor, f).reshape(steps, len(self.controlled)) for f in stacked]
+            flags, numbers = l1_input_columns(inputs, device)
+            shape = (steps, len(self.controlled), -1)
+            self.l1_table = (flags.reshape(shape), numbers.reshape(shape))
             self.l1 = stack_l1_states([self.schedules[j].l1 for j in self.controlled])
         bf16 = members[0].parts.plan.precision == "bf16-mixed"
         d_z = members[0].module.hparams["d_z"]
@@ -497,7 +500,10 @@ class StackedStep:
             if "/" in name:
                 self.means.log(name, pick(value), batch)
         if self.l1 is not None and self.l1_table is not None:
-            inputs = L1Inputs(*(f.index_select(0, at).squeeze(0) for f in self.l1_table))
+            # Two gathers for the step's row; its fields are views of them.
+            inputs = l1_inputs_of_columns(
+                *(t.index_select(0, at).squeeze(0) for t in self.l1_table)
+            )
             l0 = figures["l0"].detach().index_select(0, self.controlled_rows)
             advanced = l1_advance(self.l1, l0, inputs)
             for name in L1_STACKED_FIELDS:
@@ -519,10 +525,6 @@ class StackedStep:
                 cb = self.schedules[j]
                 cb.l1 = l1_state_of(self.l1, c, float(cb.k_tracked))
                 stepped[j].module.l1_coef = cb.l1.coef
-
-
-# The stacked controller state's fields (k_prev stays with each member's callback).
-L1_STACKED_FIELDS = tuple(name for name in L1State._fields if name != "k_prev")
 
 
 def _check_batch_start_hooks(member: Member, schedule: SparsityScheduleCallback) -> None:

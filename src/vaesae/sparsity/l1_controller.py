@@ -233,20 +233,37 @@ def l1_inputs(
 
 # The flags of L1Inputs (bool tensors when stacked); the other fields are numbers (float32).
 _FLAGS = ("first", "at_end", "engage_at_knee")
+_FLAG_FIELDS = tuple(name for name in L1Inputs._fields if name in _FLAGS)
+_NUMBER_FIELDS = tuple(name for name in L1Inputs._fields if name not in _FLAGS)
+
+
+def l1_input_columns(
+    inputs: list[L1Inputs], device: torch.device | None = None
+) -> tuple[Tensor, Tensor]:
+    """M sets of :class:`L1Inputs` as two matrices on ``device``: their flags (M, 3) bool and
+    their numbers (M, 13) float32 (two host-to-device copies in all)."""
+    as_bool = torch.tensor(
+        [[getattr(x, n) for n in _FLAG_FIELDS] for x in inputs], dtype=torch.bool
+    )
+    as_f32 = torch.tensor(
+        [[getattr(x, n) for n in _NUMBER_FIELDS] for x in inputs], dtype=torch.float32
+    )
+    return as_bool.to(device), as_f32.to(device)
+
+
+def l1_inputs_of_columns(flags: Tensor, numbers: Tensor) -> L1Inputs:
+    """:class:`L1Inputs` whose fields are the last-axis columns (views) of ``flags`` (..., 3)
+    and ``numbers`` (..., 13), as :func:`l1_input_columns` lays them out."""
+    return L1Inputs(
+        **dict(zip(_FLAG_FIELDS, flags.unbind(-1), strict=True)),
+        **dict(zip(_NUMBER_FIELDS, numbers.unbind(-1), strict=True)),
+    )
 
 
 def stack_l1_inputs(inputs: list[L1Inputs], device: torch.device | None = None) -> L1Inputs:
     """N runs' :class:`L1Inputs` as (N,) tensors on ``device``: float32 for numbers, bool for
     flags (two host-to-device copies in all)."""
-    flags = [name for name in L1Inputs._fields if name in _FLAGS]
-    numbers = [name for name in L1Inputs._fields if name not in _FLAGS]
-    as_bool = torch.tensor([[getattr(x, n) for n in flags] for x in inputs], dtype=torch.bool)
-    as_f32 = torch.tensor([[getattr(x, n) for n in numbers] for x in inputs], dtype=torch.float32)
-    columns = {
-        **dict(zip(flags, as_bool.to(device).unbind(1), strict=True)),
-        **dict(zip(numbers, as_f32.to(device).unbind(1), strict=True)),
-    }
-    return L1Inputs(**columns)
+    return l1_inputs_of_columns(*l1_input_columns(inputs, device))
 
 
 def l1_advance(state: L1State, l0: float | Tensor, c: L1Inputs) -> L1State:
@@ -291,17 +308,20 @@ def l1_advance(state: L1State, l0: float | Tensor, c: L1Inputs) -> L1State:
     return L1State(integral, _exp(u), error, state.k_prev, engaged, level, climb_from)
 
 
+# The state's fields that N runs stack; k_prev stays with each run (a host float).
+L1_STACKED_FIELDS = tuple(name for name in L1State._fields if name != "k_prev")
+
+
 def stack_l1_states(states: list[L1State]) -> L1State:
     """N runs' states (0-d tensors on one device, :func:`l1_state_to`) as one state of (N,)
     tensors; ``k_prev`` stays with each run (NaN here)."""
-    fields = [name for name in L1State._fields if name != "k_prev"]
-    stacked = {name: torch.stack([getattr(s, name) for s in states]) for name in fields}
+    stacked = {name: torch.stack([getattr(s, name) for s in states]) for name in L1_STACKED_FIELDS}
     return L1State(k_prev=math.nan, **stacked)
 
 
 def l1_state_of(stacked: L1State, i: int, k_prev: float) -> L1State:
     """Run ``i``'s state (0-d tensors) from a stacked one, with its own ``k_prev``."""
-    fields = {name: getattr(stacked, name)[i] for name in L1State._fields if name != "k_prev"}
+    fields = {name: getattr(stacked, name)[i] for name in L1_STACKED_FIELDS}
     return L1State(k_prev=k_prev, **fields)
 
 
