@@ -8,8 +8,11 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from smoke_config import FAST, make_cfg
@@ -30,7 +33,7 @@ from vaesae.pack.stacked import (
     member_k,
     rank_topk,
 )
-from vaesae.records import read_metrics_csv
+from vaesae.records import RunRecorder, read_metrics_csv
 from vaesae.train import train
 
 # Two members that differ in method and seed: the pack's usual variety.
@@ -326,33 +329,140 @@ def test_a_member_with_a_non_finite_loss_fails_alone(tmp_path, monkeypatch, mode
     assert all(math.isfinite(r["train/loss"]) and math.isfinite(r["eval/recon"]) for r in rows)
 
 
-@pytest.mark.parametrize("mode", ["loop", "vmap"])
-def test_kill_and_resume_continues_bit_identically(tmp_path, monkeypatch, mode):
+@pytest.mark.parametrize(("mode", "overlap"), [("loop", False), ("vmap", False), ("loop", True)])
+def test_kill_and_resume_continues_bit_identically(tmp_path, monkeypatch, mode, overlap):
     cfgs = _cfgs()
     train_pack([PackJob(c, tmp_path / f"whole{i}") for i, c in enumerate(cfgs)], mode=mode)
     epoch_end = Member.epoch_end
 
-    def killed(self):
+    def killed(self, *args):
         # Member 0 has saved epoch 2, member 1 only epoch 1: the pack resumes members that
-        # stand at different epochs.
+        # stand at different epochs (with overlap, the epoch ends handed over still save).
         if self.index == 1 and self.epoch == 2:
             raise KeyboardInterrupt
-        epoch_end(self)
+        epoch_end(self, *args)
 
     monkeypatch.setattr(Member, "epoch_end", killed)
     jobs = [PackJob(c, tmp_path / f"cut{i}") for i, c in enumerate(cfgs)]
     with pytest.raises(KeyboardInterrupt):
-        train_pack(jobs, mode=mode)
+        train_pack(jobs, mode=mode, overlap=overlap)
     monkeypatch.setattr(Member, "epoch_end", epoch_end)
     assert json.loads((tmp_path / "cut1" / "summary.json").read_text())["status"] == "interrupted"
+    saved = [torch.load(j.run_dir / "checkpoints" / "last.ckpt", weights_only=False) for j in jobs]
+    assert [ckpt["epoch"] for ckpt in saved] == [2, 1]
     resumed = [
         PackJob(make_cfg(*_overrides(i), "resume=true"), j.run_dir) for i, j in enumerate(jobs)
     ]
-    train_pack(resumed, mode=mode)
+    train_pack(resumed, mode=mode, overlap=overlap)
     for i in range(len(cfgs)):
         whole, cut = _weights(tmp_path / f"whole{i}"), _weights(tmp_path / f"cut{i}")
         assert all(_identical(whole[k], cut[k]) for k in whole)
         _same_rows(tmp_path / f"whole{i}" / "metrics.csv", tmp_path / f"cut{i}" / "metrics.csv")
+
+
+def _same_state(a: object, b: object, where: str = "") -> None:
+    """Nested checkpoint content equal: tensors bitwise (NaN equal to NaN), the rest by ==."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _same_state(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same_state(x, y, f"{where}/{i}")
+    elif isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        assert _identical(a, b), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("mode", ["loop", "vmap"])
+def test_overlapped_epoch_ends_write_what_epoch_ends_in_place_write(tmp_path, caplog, mode):
+    """Measured on the worker while the next epoch trains, the epoch ends leave every member
+    the same rows, checkpoint (weights, Adam, callbacks, generators), per-neuron arrays and
+    pictures as the epoch ends run in place; only the wall-clock figures differ."""
+    caplog.set_level("INFO", logger="vaesae")
+    cfgs = _cfgs("schedule.schedule_epochs=1", "pictures.epochs=[reference]")
+    for overlap in (False, True):
+        jobs = [PackJob(c, tmp_path / f"{overlap}{i}") for i, c in enumerate(cfgs)]
+        results = train_pack(jobs, mode=mode, overlap=overlap)
+        assert [r["status"] for r in results] == ["completed", "completed"]
+    for i in range(len(cfgs)):
+        in_place, overlapped = tmp_path / f"False{i}", tmp_path / f"True{i}"
+        _same_rows(in_place / "metrics.csv", overlapped / "metrics.csv")
+        a, b = (
+            torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)
+            for d in (in_place, overlapped)
+        )
+        timed = ("wall_time_s", "train_seconds")
+        for ckpt in (a, b):
+            ckpt["callbacks"]["RunRecorder"] = {
+                k: v for k, v in ckpt["callbacks"]["RunRecorder"].items() if k not in timed
+            }
+        _same_state(a, b)
+        npz = sorted(p.name for p in (in_place / "neurons").glob("*.npz"))
+        assert npz == sorted(p.name for p in (overlapped / "neurons").glob("*.npz"))
+        assert len(npz) == 2
+        for name in npz:
+            with (
+                np.load(in_place / "neurons" / name) as x,
+                np.load(overlapped / "neurons" / name) as y,
+            ):
+                assert x.files == y.files
+                assert all(
+                    np.array_equal(x[k], y[k], equal_nan=k != "factor_names") for k in x.files
+                )
+        (pictures,) = (in_place / "neurons").glob("*_pictures.json")
+        views = json.loads(pictures.read_text())["views"]
+        assert views == json.loads((overlapped / "neurons" / pictures.name).read_text())["views"]
+        summary = json.loads((overlapped / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["train_seconds"] > 0
+        # Each member's train.log holds its own epoch lines, from the pack's thread or the
+        # worker's, and no other member's.
+        name, other = (c.run_name for c in (cfgs[i], cfgs[1 - i]))
+        for run_dir in (in_place, overlapped):
+            member_log = (run_dir / "train.log").read_text()
+            assert f"{name} epoch 1 " in member_log and f"{other} epoch" not in member_log
+
+
+def test_the_next_epoch_trains_while_an_epoch_end_measures(tmp_path, monkeypatch):
+    """A slow recorder (0.5 s) on the worker: the pack's next epoch steps meanwhile, on its own
+    thread; and an epoch end that raises there fails its member alone."""
+    events: list[tuple[str, int, int, float]] = []
+    record = RunRecorder.on_train_epoch_end
+
+    def slow_record(self, trainer, pl_module):
+        member, epoch = self.meta["pack_member"], trainer.current_epoch
+        events.append(("measure", member, epoch, time.perf_counter()))
+        time.sleep(0.5)
+        if member == 1 and epoch == 1:
+            raise RuntimeError("the recorder broke")
+        record(self, trainer, pl_module)
+        events.append(("measured", member, epoch, time.perf_counter()))
+        assert threading.current_thread() is not threading.main_thread()
+
+    steps = Member.steps
+
+    def timed_steps(self, count):
+        events.append(("steps", self.index, self.epoch, time.perf_counter()))
+        steps(self, count)
+
+    monkeypatch.setattr(RunRecorder, "on_train_epoch_end", slow_record)
+    monkeypatch.setattr(Member, "steps", timed_steps)
+    cfgs = _cfgs()
+    results = train_pack(
+        [PackJob(c, tmp_path / f"m{i}") for i, c in enumerate(cfgs)], mode="loop", overlap=True
+    )
+    assert [r["status"] for r in results] == ["completed", "failed"]
+    assert "RuntimeError: the recorder broke" in results[1]["error"]
+    assert json.loads((tmp_path / "m0" / "summary.json").read_text())["epochs_completed"] == 4
+    assert json.loads((tmp_path / "m1" / "summary.json").read_text())["status"] == "failed"
+    assert len(read_metrics_csv(tmp_path / "m1" / "metrics.csv")) == 1
+    at = {(kind, member, epoch): t for kind, member, epoch, t in events}
+    # The pack started epoch 1 before member 0's epoch 0 was measured (in place, after).
+    assert at[("measure", 0, 0)] < at[("measured", 0, 0)]
+    assert at[("steps", 0, 1)] < at[("measured", 0, 0)]
+    assert ("steps", 1, 3) not in at  # failed at epoch 1's end, found before epoch 2's end
 
 
 def _overrides(i: int) -> tuple[str, ...]:
@@ -438,6 +548,7 @@ def test_the_pack_launcher_trains_a_sweep_in_one_pack(tmp_path):
         "method=topk,l1",
         "logger=none",
         "hydra/launcher=pack",
+        "hydra.launcher.overlap=true",
         f"hydra.sweep.dir={sweep}",
     ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}

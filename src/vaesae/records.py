@@ -145,7 +145,10 @@ class RunRecorder(pl.Callback):
         self.samples_seen += len(batch[0])
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: VAESAEModule) -> None:
-        self.train_seconds += time.perf_counter() - self._epoch_start
+        # A pack's epoch end measured off its thread (`vaesae.pack.deferred`) carries the time
+        # its training stopped: the measuring that overlaps the next epoch is not training.
+        ended = getattr(trainer, "epoch_ended_at", None)
+        self.train_seconds += (time.perf_counter() if ended is None else ended) - self._epoch_start
         row = {"epoch": float(trainer.current_epoch)}
         row.update({k: _number(v) for k, v in sorted(trainer.callback_metrics.items())})
         if self.evaluation is not None and self.evaluation.last is not None:

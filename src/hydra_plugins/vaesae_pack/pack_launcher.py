@@ -27,15 +27,22 @@ class PackLauncher(Launcher):
     largest pack (a larger group is split in order); ``n_jobs``: packs trained at a time, each
     in its own process (the joblib launcher's setting, so an experiment that sets it for joblib
     keeps its meaning); ``capture``: replay each epoch's stacked step from a CUDA graph (vmap
-    on a GPU only).
+    on a GPU only); ``overlap``: measure each epoch's end on a background thread while the
+    next epoch trains.
     """
 
     def __init__(
-        self, mode: str = "auto", max_members: int = 48, n_jobs: int = 1, capture: bool = False
+        self,
+        mode: str = "auto",
+        max_members: int = 48,
+        n_jobs: int = 1,
+        capture: bool = False,
+        overlap: bool = False,
     ) -> None:
         super().__init__()
         self.mode = mode
         self.capture = bool(capture)
+        self.overlap = bool(overlap)
         self.max_members = int(max_members)
         self.n_jobs = int(n_jobs)
         self.config: DictConfig | None = None
@@ -81,5 +88,7 @@ class PackLauncher(Launcher):
             returns.append(ret)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         # A job's outcome is in its summary.json, which the sweep's failure list reads.
-        train_packs(jobs, sweep_dir, self.mode, self.max_members, self.n_jobs, self.capture)
+        train_packs(
+            jobs, sweep_dir, self.mode, self.max_members, self.n_jobs, self.capture, self.overlap
+        )
         return returns

@@ -3,8 +3,10 @@
 Each member is assembled by the single engine's code (`vaesae.assembly`) and keeps its own run
 directory, generators, optimizer, callbacks and files; the engine only owns the loop. Per epoch:
 every member's epoch start, then the epoch's steps, then every member's epoch end (evaluation,
-metrics row, pictures, W&B, checkpoint). A member whose loss turns
-non-finite, or whose code raises, is frozen and marked failed; the others go on.
+metrics row, pictures, W&B, checkpoint). With ``overlap`` the measuring part of the epoch ends
+runs on a background thread while the next epoch trains (`vaesae.pack.deferred`). A member
+whose loss turns non-finite, or whose code raises, is frozen and marked failed; the others go
+on.
 
 Two ways to take a step (``mode``):
 
@@ -32,6 +34,7 @@ from omegaconf import DictConfig
 from vaesae.assembly import assemble, config_dict, run_meta, run_plan
 from vaesae.atomic import write_json
 from vaesae.config import ConfigError, validate_config
+from vaesae.pack.deferred import EpochEndWorker
 from vaesae.pack.keys import PACK_MODES, pack_key, pack_mode_for
 from vaesae.pack.member import Member
 from vaesae.pack.stacked import StackedStep, evaluate_stacked
@@ -138,14 +141,17 @@ def train_pack(
     group: str = "pack",
     mode: str = "auto",
     capture: bool = False,
+    overlap: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``jobs`` (one pack key) together; returns each job's status and run directory.
 
     ``mode``: ``loop``, ``vmap`` or ``auto`` (vmap on a GPU for the members it can stack, loop
     otherwise; `vaesae.pack.keys.pack_mode_for`). ``capture``: replay each epoch's stacked step
-    from a CUDA graph (`vaesae.pack.stacked.StackedStep`); needs ``vmap`` on a GPU. Raises
-    ConfigError before any work when a config is invalid, the jobs do not share a pack key, or
-    capture is asked for where it cannot run.
+    from a CUDA graph (`vaesae.pack.stacked.StackedStep`); needs ``vmap`` on a GPU.
+    ``overlap``: measure each epoch's end (evaluation metrics, pictures, W&B, checkpoint) on a
+    background thread while the next epoch trains; the files are those of the epoch ends run in
+    place. Raises ConfigError before any work when a config is invalid, the jobs do not share a
+    pack key, or capture is asked for where it cannot run.
     """
     if mode not in (*PACK_MODES, "auto"):
         raise ConfigError(f"pack mode={mode!r} is not valid; choose one of: auto, loop, vmap")
@@ -179,6 +185,7 @@ def train_pack(
         )
         capture = False
     stacked = StackedStep(members, capture) if mode == "vmap" and members else None
+    worker = EpochEndWorker(members[0].device) if overlap and members else None
     rounds_s: list[float] = []
     try:
         while unfinished := [m for m in members if not m.done]:
@@ -194,8 +201,6 @@ def train_pack(
                 stacked.sync_from_members(unfinished, running)
                 stacked.epoch(running, steps)
                 stacked.sync_to_members(running)
-                # One batched forward evaluates them all; their metrics stay per member.
-                evaluate_stacked([m for m in running if not bool(m.nonfinite)])
             elif stacked is None:
                 # Member-major: a member's whole epoch, then the next member's. The members are
                 # independent, so the order changes no figure, and each keeps its weights warm
@@ -203,13 +208,28 @@ def train_pack(
                 for m in active:
                     if m.status == "running":
                         _guarded(m, f"epoch {m.epoch}", m.steps, steps)
+            if worker is not None:
+                # The last epoch's ends have measured while this one trained; their results
+                # are back in the members before these ends hand over.
+                waited = worker.drain()
+                log.debug("pack %s: waited %.2f s for the last epoch ends", pack_id, waited)
+            if stacked is not None:
+                # One batched forward evaluates them all; their metrics stay per member.
+                evaluate_stacked(
+                    [m for m in active if m.status == "running" and not bool(m.nonfinite)]
+                )
             for m in active:
                 if m.status == "running":
-                    _guarded(m, "epoch end", m.epoch_end)
+                    _guarded(m, "epoch end", m.epoch_end, worker)
             rounds_s.append(time.perf_counter() - round_start)
             _log_time_left(pack_id, members, rounds_s)
+        if worker is not None:
+            worker.close()
     except BaseException:
-        # Killed or broken as a whole: every unfinished member can resume from its last.ckpt.
+        # Killed or broken as a whole: the epoch ends handed over still write their
+        # checkpoints, and every unfinished member can resume from its last.ckpt.
+        if worker is not None:
+            worker.close()
         for m in members:
             if m.status == "running":
                 m.finish("interrupted")

@@ -60,14 +60,15 @@ def train_packs(
     max_members: int,
     n_jobs: int = 1,
     capture: bool = False,
+    overlap: bool = False,
 ) -> None:
     """Train every pack of ``jobs``, ``n_jobs`` packs at a time (each in its own process when
     more than one); a pack that fails as a whole marks its unfinished jobs failed (with the
-    reason) and the other packs go on. ``capture``: as `train_pack`."""
+    reason) and the other packs go on. ``capture``, ``overlap``: as `train_pack`."""
     packs = group_packs(jobs, max_members)
     log.info("%d job(s) in %d pack(s)", len(jobs), len(packs))
     work = [
-        (pack, f"{sweep_dir.name}-p{n}", sweep_dir.name, mode, capture)
+        (pack, f"{sweep_dir.name}-p{n}", sweep_dir.name, mode, capture, overlap)
         for n, pack in enumerate(packs)
     ]
     if n_jobs > 1 and len(packs) > 1:
@@ -82,13 +83,18 @@ def train_packs(
 
 
 def train_one_pack(
-    pack: list[PackJob], pack_id: str, group: str, mode: str, capture: bool = False
+    pack: list[PackJob],
+    pack_id: str,
+    group: str,
+    mode: str,
+    capture: bool = False,
+    overlap: bool = False,
 ) -> None:
     """`train_pack`, with a failure of the pack as a whole written to its jobs' summaries."""
     if not logging.getLogger().handlers:  # a worker process: log to its stderr
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     try:
-        train_pack(pack, pack_id=pack_id, group=group, mode=mode, capture=capture)
+        train_pack(pack, pack_id=pack_id, group=group, mode=mode, capture=capture, overlap=overlap)
     except Exception as err:
         log.error("pack %s failed:\n%s", pack_id, traceback.format_exc())
         for job in pack:

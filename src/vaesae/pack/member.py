@@ -9,8 +9,12 @@ the loop differs: the pack engine (`vaesae.pack.engine`) steps every member in o
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
+import threading
+import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -24,13 +28,24 @@ import torch
 from torch import Tensor
 
 from vaesae.assembly import RunParts
+from vaesae.module import VAESAEModule
+from vaesae.pack.deferred import CallbackCopies, EpochEndWorker, ThreadFilter
 from vaesae.sparsity import SparsityScheduleCallback
 from vaesae.walltime import RunProgressBar, WallTimeEstimate
 
-__all__ = ["Generators", "EpochMeans", "StackedMeans", "MemberTrainer", "Member"]
+__all__ = [
+    "Generators",
+    "EpochMeans",
+    "StackedMeans",
+    "MemberTrainer",
+    "EpochEndView",
+    "Member",
+]
 
 # Hydra's job-log format (hydra/job_logging/default), so a member's train.log reads as a run's.
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+log = logging.getLogger("vaesae")
 
 
 @dataclass
@@ -138,9 +153,95 @@ class MemberTrainer:
         self.callback_metrics: dict[str, Tensor] = {}
         self.loggers: list[Any] = member.loggers
         self.optimizers = [member.optimizer]
+        # What `save_checkpoint` writes: the member's state now, or an epoch end's frozen one.
+        self.checkpoint = member.checkpoint
+        # perf_counter() at an epoch end handed to the worker: when the epoch's training ended.
+        self.epoch_ended_at: float | None = None
 
     def save_checkpoint(self, path: str | Path, weights_only: bool = False) -> None:
-        torch.save(self.member.checkpoint(), path)
+        torch.save(self.checkpoint(), path)
+
+
+@contextmanager
+def logging_into(module: VAESAEModule, metrics: dict[str, Tensor]) -> Iterator[None]:
+    """While the body runs, what ``module`` logs is written into ``metrics`` at once (an epoch
+    end's figures, which the later hooks read), instead of into its epoch accumulator."""
+
+    def log_now(name: str, value: float | Tensor, **_: Any) -> None:
+        metrics[name] = torch.as_tensor(value).detach().float()
+
+    def log_dict_now(values: dict[str, float | Tensor], **_: Any) -> None:
+        for name, value in values.items():
+            log_now(name, value)
+
+    saved = {name: module.__dict__[name] for name in ("log", "log_dict") if name in module.__dict__}
+    module.log = log_now  # pyright: ignore[reportAttributeAccessIssue]
+    module.log_dict = log_dict_now  # pyright: ignore[reportAttributeAccessIssue]
+    try:
+        yield
+    finally:
+        for name in ("log", "log_dict"):
+            module.__dict__.pop(name, None)
+        module.__dict__.update(saved)
+
+
+class EpochEndView:
+    """A member's measuring hooks of one epoch end, with what they read frozen at the hand-off:
+    a copy of the module (weights, firing window, k), the trainer's counters and logged
+    figures, the checkpoint's content (optimizer and the other callbacks' states, the
+    generators), and copies of the measuring callbacks (`vaesae.pack.deferred`). :meth:`run`
+    takes no random draw and touches nothing the pack's next epoch trains with."""
+
+    def __init__(self, member: Member, measuring: list[pl.Callback]) -> None:
+        self.member = member
+        self.module = member.module_copy()
+        base = member.checkpoint()
+        base["state_dict"] = self.module.state_dict()
+        base["optimizer_states"] = copy.deepcopy(base["optimizer_states"])
+        base["callbacks"] = copy.deepcopy(base["callbacks"])
+        self.base = base
+        self.callbacks = CallbackCopies(measuring)
+        trainer = copy.copy(member.trainer)
+        trainer.callback_metrics = dict(member.trainer.callback_metrics)
+        trainer.checkpoint = self.checkpoint
+        trainer.epoch_ended_at = time.perf_counter()
+        self.trainer = trainer
+        self.module.trainer = trainer  # pyright: ignore[reportAttributeAccessIssue]
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The member's ``last.ckpt`` of this epoch: the frozen content, with the measuring
+        callbacks' states as their hooks left them."""
+        states = {cb.state_key: cb.state_dict() for cb in self.callbacks.copies}
+        return {**self.base, "callbacks": {**self.base["callbacks"], **states}}
+
+    def run(self) -> None:
+        """The measuring hooks, then the epoch's row to the member's loggers (worker thread)."""
+        project_log = logging.getLogger("vaesae")
+        project_log.addHandler(self.member.worker_log)
+        try:
+            with logging_into(self.module, self.trainer.callback_metrics):
+                hook_trainer = cast(pl.Trainer, self.trainer)
+                for cb in self.callbacks.copies:
+                    cb.on_train_epoch_end(hook_trainer, self.module)
+            self.member.log_epoch(self.trainer)
+        finally:
+            project_log.removeHandler(self.member.worker_log)
+
+    def done(self, error: BaseException | None) -> None:
+        """On the pack's thread, after :meth:`run`: the callbacks' results back to the member,
+        or the member failed with ``error``."""
+        if error is None:
+            self.callbacks.merge()
+            return
+        name = self.member.parts.meta["run_name"]
+        with self.member.scope():
+            log.error(
+                "%s: epoch end %d failed:\n%s",
+                name,
+                self.trainer.current_epoch,
+                "".join(traceback.format_exception(error)),
+            )
+            self.member.fail(f"{type(error).__name__}: {error}")
 
 
 class Member:
@@ -172,9 +273,14 @@ class Member:
                 # The members share the process: the pack logs the time left for all of them.
                 cb.log_progress = False
         # What the project logs while this member runs goes to its own train.log too, as a
-        # job's does under Hydra (opened at the first line, appended to on resume).
+        # job's does under Hydra (opened at the first line, appended to on resume): from the
+        # pack's thread (`scope`) and from an epoch end run on the worker (`EpochEndView`).
+        owner = threading.get_ident()
         self.log_file = logging.FileHandler(run_dir / "train.log", delay=True)
-        self.log_file.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.worker_log = logging.FileHandler(run_dir / "train.log", delay=True)
+        for handler, inside in ((self.log_file, True), (self.worker_log, False)):
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            handler.addFilter(ThreadFilter(owner, inside))
         self.module.to(device)
         self.module.setup("fit")
         self.optimizer = self.module.configure_optimizers()
@@ -182,6 +288,9 @@ class Member:
         # What the callbacks' hooks are handed: the subset of a Trainer they read.
         self.hook_trainer = cast(pl.Trainer, self.trainer)
         self.module.trainer = self.trainer  # pyright: ignore[reportAttributeAccessIssue]
+        # The hooks an epoch end may run on the worker: from the evaluation on (`assemble`
+        # orders them after the schedule and the remedies, whose state the next epoch uses).
+        self.measuring_from = self.callbacks.index(parts.evaluation)
         self.logs = EpochMeans()
         # Lightning's log and log_dict need its loop; a member's go to its epoch accumulator.
         self.module.log = self.logs.log  # pyright: ignore[reportAttributeAccessIssue]
@@ -225,9 +334,10 @@ class Member:
     def autocast(self):
         return self._autocast()
 
-    def call(self, hook: str, *args: Any) -> None:
-        """Call ``hook`` on every callback, then on the module, as Lightning does."""
-        for cb in self.callbacks:
+    def call(self, hook: str, *args: Any, callbacks: list[pl.Callback] | None = None) -> None:
+        """Call ``hook`` on every callback (or on ``callbacks``), then on the module, as
+        Lightning does."""
+        for cb in self.callbacks if callbacks is None else callbacks:
             getattr(cb, hook)(self.hook_trainer, self.module, *args)
         module_hook = getattr(self.module, hook, None)
         if module_hook is not None:
@@ -330,32 +440,46 @@ class Member:
         """The run's schedule callback: its k schedule and L1 controller."""
         return next(cb for cb in self.callbacks if isinstance(cb, SparsityScheduleCallback))
 
-    def epoch_end(self) -> None:
+    def epoch_end(self, worker: EpochEndWorker | None = None) -> None:
         """Freeze the member if a loss of the epoch was not finite; else the epoch-end hooks
-        (evaluation, recorder, pictures, W&B, checkpoint) and the next epoch."""
+        (schedule, remedies, then evaluation, recorder, pictures, W&B, checkpoint) and the next
+        epoch. With ``worker``, the hooks from the evaluation on run there, on an
+        :class:`EpochEndView` of this epoch, while the pack trains the next one."""
         if bool(self.nonfinite):
             self.fail(f"non-finite training loss in epoch {self.epoch}")
             return
         self.trainer.callback_metrics = self.logs.compute()
+        now = self.callbacks if worker is None else self.callbacks[: self.measuring_from]
         # Figures logged from here on (the evaluation's) are read by the later hooks at once.
-        self.module.log = self._log_now  # pyright: ignore[reportAttributeAccessIssue]
-        self.module.log_dict = self._log_dict_now  # pyright: ignore[reportAttributeAccessIssue]
-        try:
-            self.call("on_train_epoch_end")
-        finally:
-            self.module.log = self.logs.log  # pyright: ignore[reportAttributeAccessIssue]
-            self.module.log_dict = self.logs.log_dict  # pyright: ignore[reportAttributeAccessIssue]
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
-        for lg in self.loggers:
-            lg.log_metrics({**metrics, "epoch": self.epoch}, step=self.trainer.global_step - 1)
+        with logging_into(self.module, self.trainer.callback_metrics):
+            self.call("on_train_epoch_end", callbacks=now)
+        if worker is None:
+            self.log_epoch(self.trainer)
+        else:
+            view = EpochEndView(self, self.callbacks[self.measuring_from :])
+            # The view's copy of the evaluation owns the batched outputs now.
+            self.parts.evaluation.collected = None
+            worker.submit(view.run, view.done)
         self.trainer.current_epoch += 1
 
-    def _log_now(self, name: str, value: float | Tensor, **_: Any) -> None:
-        self.trainer.callback_metrics[name] = torch.as_tensor(value).detach().float()
+    def log_epoch(self, trainer: MemberTrainer) -> None:
+        """The epoch's figures (``trainer.callback_metrics``) to the member's loggers."""
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        for lg in self.loggers:
+            row = {**metrics, "epoch": trainer.current_epoch}
+            lg.log_metrics(row, step=trainer.global_step - 1)
 
-    def _log_dict_now(self, values: dict[str, float | Tensor], **kw: Any) -> None:
-        for name, value in values.items():
-            self._log_now(name, value)
+    def module_copy(self) -> VAESAEModule:
+        """A copy of the module that shares no tensor with it: weights, buffers (the firing
+        window) and attributes (k) as they stand; no trainer, its own log hooks."""
+        module = self.module
+        hooks = {name: module.__dict__.pop(name) for name in ("log", "log_dict")}
+        trainer, module._trainer = module._trainer, None
+        try:
+            return copy.deepcopy(module)
+        finally:
+            module._trainer = trainer
+            module.__dict__.update(hooks)
 
     def fail(self, error: str) -> None:
         self.status, self.error = "failed", error
@@ -366,6 +490,7 @@ class Member:
             self.status = status
             self.parts.recorder.finish(status)
         self.log_file.close()
+        self.worker_log.close()
         for lg in self.loggers:
             lg.finalize("success" if self.status == "completed" else "failed")
             experiment = getattr(lg, "experiment", None)

@@ -311,7 +311,9 @@ class StackedStep:
         counts = dict(self.means.counts)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: an epoch end measuring on the worker thread (``overlap``) may
+            # allocate and synchronise its own stream while this thread captures.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 figures, images, factors = self._device_step(self.rows)
             # Capturing ran the step's Python once and its kernels not at all: the epoch
             # means' host counts move on at each replay instead.
