@@ -17,7 +17,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 # 1. The training section: the single engine's img/s, then the pack's step time, img/s and peak
 #    memory for N = 1, 3, 6, 12, 24, 48 stacked members (and the loop for N <= 6), the step
 #    captured in a CUDA graph for N = 6, 12 (a probe: ms per replay, or why capture failed), the
-#    top kernels at N = 12 and the paper protocol extrapolated (same card, same process).
+#    top kernels at N = 12, six members' epoch ends at the paper's evaluation size in place and
+#    overlapped, and the paper protocol extrapolated (same card, same process).
 #    Last, Lightning Fabric's host time per step against a plain loop (the engine's choice).
 timeout 300 "$py" -m vaesae.bench --accelerator gpu --only training fabric \
     --json "$out/bench.json" 2>&1 | tee "$out/bench.log" || echo "bench failed: see bench.log"
@@ -26,11 +27,15 @@ timeout 60 "$py" -m vaesae.train -m experiment=smoke method=topk,l1 seed=0,1 tra
     hydra/launcher=pack hydra.launcher.mode=vmap logger=csv \
     hydra.sweep.dir="$out/smoke-vmap" > "$out/smoke.log" 2>&1 || echo "smoke sweep failed: see smoke.log"
 grep -h '"status"' "$out"/smoke-vmap/*/summary.json | sort | uniq -c | tee -a "$out/smoke.log"
-# 3. The captured step: the same sweep replayed from CUDA graphs, its epoch means against the eager
-#    sweep's, and the GPU test that holds a captured epoch to the eager one.
+# 3. The captured step with the epoch ends overlapped (the engine's fastest path): the same sweep
+#    replayed from CUDA graphs while a worker thread measures, its epoch means against the eager
+#    sweep's (a failed capture says so in captured.log), and the GPU test that holds a captured
+#    epoch to the eager one.
 timeout 60 "$py" -m vaesae.train -m experiment=smoke method=topk,l1 seed=0,1 trainer=gpu \
-    hydra/launcher=pack hydra.launcher.mode=vmap hydra.launcher.capture=true logger=csv \
+    hydra/launcher=pack hydra.launcher.mode=vmap hydra.launcher.capture=true \
+    hydra.launcher.overlap=true logger=csv \
     hydra.sweep.dir="$out/smoke-captured" > "$out/captured.log" 2>&1 || echo "captured sweep failed: see captured.log"
+grep -c "capture of the stacked step failed" "$out/captured.log" | sed 's/^/failed captures: /' | tee -a "$out/captured.log"
 "$py" - "$out" <<'PY' | tee -a "$out/captured.log"
 import csv, glob, os, sys
 out = sys.argv[1]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from vaesae import bench
+from vaesae.records import read_metrics_csv
 
 
 def test_training_section_writes_the_contract_keys(tmp_path, monkeypatch, caplog):
@@ -68,3 +69,14 @@ def test_the_fabric_section_times_the_same_steps_both_ways():
     bench.mlp_steps(fmodel, fopt, x, 4, fabric.backward, nullcontext())
     for a, b in zip(model.parameters(), fmodel.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_epoch_end_timing_runs_the_members_epoch_ends(tmp_path, overlap):
+    stall, behind = bench.epoch_end_s(2, "cpu", tmp_path, overlap, eval_size=400)
+    assert stall > 0 and behind >= 0 and (overlap or behind == 0)
+    # Two whole epoch ends per member reached its files (drained by the time it returns).
+    for i in range(2):
+        rows = read_metrics_csv(tmp_path / f"member{i}" / "metrics.csv")
+        assert [r["epoch"] for r in rows] == [0, 1]
+        assert all(r["eval/recon"] > 0 for r in rows)
