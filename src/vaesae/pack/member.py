@@ -471,7 +471,8 @@ class Member:
 
     def module_copy(self) -> VAESAEModule:
         """A copy of the module that shares no tensor with it: weights, buffers (the firing
-        window) and attributes (k) as they stand; no trainer, its own log hooks."""
+        window) and attributes (k) as they stand, without the trainer and the log hooks (an
+        epoch end gives it its own)."""
         module = self.module
         hooks = {name: module.__dict__.pop(name) for name in ("log", "log_dict")}
         trainer, module._trainer = module._trainer, None
