@@ -571,13 +571,18 @@ def test_the_pack_launcher_trains_a_sweep_in_one_pack(tmp_path):
     assert "pack sweep-p0: 1 of " in console and " left" in console
 
 
-def test_each_member_logs_to_its_own_wandb_run(tmp_path):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_each_member_logs_to_its_own_wandb_run(tmp_path, overlap):
+    """In place, or from the worker thread (W&B calls never run on two threads at once there:
+    the pack's thread makes none while the worker measures)."""
     extra = ("logger=wandb", "schedule.schedule_epochs=1", "pictures.epochs=[final]")
     cfgs = [make_cfg(f"method={m}", f"seed={s}", *extra) for m, s in MEMBERS]
-    train_pack([PackJob(c, tmp_path / f"w{i}") for i, c in enumerate(cfgs)], mode="loop")
+    jobs = [PackJob(c, tmp_path / f"w{i}") for i, c in enumerate(cfgs)]
+    train_pack(jobs, mode="loop", overlap=overlap)
     runs = [list((tmp_path / f"w{i}" / "wandb").glob("offline-run-*")) for i in range(2)]
     assert [len(r) for r in runs] == [1, 1]
     assert runs[0][0].name.split("-")[-1] != runs[1][0].name.split("-")[-1]  # two run ids
     for (run,) in runs:
         images = [p.name for p in (run / "files" / "media" / "images").rglob("*.png")]
         assert any(name.startswith("reconstructions") for name in images), images
+        assert any(name.startswith("neurons_alignment_top") for name in images), images
