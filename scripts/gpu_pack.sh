@@ -17,8 +17,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 # 1. The training section: the single engine's img/s, then the pack's step time, img/s and peak
 #    memory for N = 1, 3, 6, 12, 24, 48 stacked members (and the loop for N <= 6), the step
 #    captured in a CUDA graph for N = 6, 12 (a probe: ms per replay, or why capture failed), the
-#    top kernels at N = 12, six members' epoch ends at the paper's evaluation size in place and
-#    overlapped, and the paper protocol extrapolated (same card, same process).
+#    top kernels at N = 12, the 6-member step beside a thread that measures epoch ends, six
+#    members' epoch ends at the paper's evaluation size in place and overlapped, and the paper
+#    protocol extrapolated (same card, same process).
 #    Last, Lightning Fabric's host time per step against a plain loop (the engine's choice).
 timeout 300 "$py" -m vaesae.bench --accelerator gpu --only training fabric \
     --json "$out/bench.json" 2>&1 | tee "$out/bench.log" || echo "bench failed: see bench.log"

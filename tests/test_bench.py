@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 
 import pytest
@@ -80,3 +81,15 @@ def test_epoch_end_timing_runs_the_members_epoch_ends(tmp_path, overlap):
         rows = read_metrics_csv(tmp_path / f"member{i}" / "metrics.csv")
         assert [r["epoch"] for r in rows] == [0, 1]
         assert all(r["eval/recon"] > 0 for r in rows)
+
+
+def test_measuring_alongside_evaluates_while_the_body_runs():
+    with bench.measuring_alongside(torch.device("cpu"), eval_size=300, width=40) as done:
+        deadline = time.monotonic() + 60
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert done, "no evaluation finished beside the body"
+    count = len(done)
+    time.sleep(0.2)
+    assert len(done) == count  # stopped with the body
+    assert all(seconds > 0 for seconds in done)

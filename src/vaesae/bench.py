@@ -9,6 +9,7 @@ those three side by side and any other figure (e.g. agreement with the reference
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -16,7 +17,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -533,6 +534,15 @@ def pack_figures(accelerator: str = "cpu", members: int = 4, steps: int = 24) ->
                 figures[f"pack{n}_loop_ms_per_step"] = 1e3 * n * PACK_BATCH / loop
         for n in GPU_CAPTURE_SIZES:
             figures[f"pack{n}_captured_ms_per_step"] = captured_ms_per_step(n, steps, root)
+        # The 6-member step while a thread measures paper-sized epoch ends beside it, as with
+        # overlap: what the worker's host time and kernels cost the steps.
+        with measuring_alongside(torch.device("cuda")) as done:
+            rate = step_img_per_s(6, "vmap", steps, warmup, root / "alongside")
+            figures["pack6_vmap_ms_per_step_measuring"] = 1e3 * 6 * PACK_BATCH / rate
+            figures["pack6_captured_ms_per_step_measuring"] = captured_ms_per_step(
+                6, steps, root / "alongside"
+            )
+        figures["measuring_alongside_evaluations"] = len(done)
         _print_top_kernels(root, 12, steps)
         eval_s = _member_eval_s(root)
         figures["member_eval_s"] = eval_s
@@ -560,6 +570,46 @@ def pack_figures(accelerator: str = "cpu", members: int = 4, steps: int = 24) ->
                 epoch_s - 6 * eval_s + stall
             )
     return figures
+
+
+@contextlib.contextmanager
+def measuring_alongside(
+    device: torch.device, eval_size: int = EVAL_SIZE, width: int = 500
+) -> Iterator[list[float]]:
+    """While the body runs, a background thread evaluates one member's paper-sized epoch end
+    over and over (`evaluate_codes` on ``eval_size`` random codes of ``width`` units and a
+    10-d latent, dSprites' factors), on ``device`` and on CUDA on a stream of its own, as an
+    overlapped epoch end does. Yields the list of the evaluations' seconds, filled as they
+    finish (complete once the body has run)."""
+    import threading
+
+    from vaesae.data import DSPRITES as space
+    from vaesae.evaluation import EvalSettings, evaluate_codes
+
+    gen = torch.Generator().manual_seed(0)
+    factors = torch.stack(
+        [torch.randint(0, size, (eval_size,), generator=gen) for size in space.factor_sizes], 1
+    ).to(device)
+    codes = torch.relu(torch.randn(eval_size, width, generator=gen) - 1.5).to(device)
+    mu = torch.randn(eval_size, 10, generator=gen).to(device)
+    stop, done = threading.Event(), []
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def measure() -> None:
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            while not stop.is_set():
+                start = time.perf_counter()
+                evaluate_codes(mu, codes, factors, space.factor_names, EvalSettings())
+                _sync(device)
+                done.append(time.perf_counter() - start)
+
+    thread = threading.Thread(target=measure, name="vaesae-bench-measuring", daemon=True)
+    thread.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        thread.join()
 
 
 def epoch_end_s(
