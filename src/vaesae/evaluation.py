@@ -133,7 +133,7 @@ def evaluate_codes(
       modularity/<code>, sap/<code>  modularity (MIG's MI matrix) and continuous SAP of mu
                            (`latent`) and of the SAE units alive under the primary rule (`sae`;
                            a dead unit's constant code would count as a perfectly useless one)
-      dci/{disentanglement,completeness,informativeness}/<code>  only ``with_dci``: DCI of mu
+      dci/{disentanglement,completeness,informativeness}/<code>  NaN unless ``with_dci``: DCI of mu
                            (and of the alive SAE codes with ``settings.dci_sae``) on the first
                            ``settings.dci_samples`` samples, trees fitted on their first 2/3 and
                            tested on the last 1/3 (disentanglement_lib's 2:1 split)
@@ -190,10 +190,15 @@ def evaluate_codes(
         scalars[f"mig/sae/{name}"] = float(sae.per_factor[k])
     alive = ~dead[primary]
     scalars.update(_global_scores(mu, codes[:, alive], factors, latent.mi, sae.mi[alive]))
-    if with_dci:
-        views = {"latent": mu, **({"sae": codes[:, alive]} if settings.dci_sae else {})}
-        for view, z in views.items():
-            scalars.update(_dci_scores(z, factors, settings.dci_samples, view))
+    views = {"latent": mu, **({"sae": codes[:, alive]} if settings.dci_sae else {})}
+    for view, z in views.items():
+        # NaN at the other epochs: Lightning keeps a name's last logged value among its callback
+        # metrics, so a row would otherwise repeat an earlier epoch's DCI as its own.
+        scalars.update(
+            _dci_scores(z, factors, settings.dci_samples, view)
+            if with_dci
+            else {f"dci/{name}/{view}": math.nan for name in DCI_NAMES}
+        )
     semantics = neuron_semantics(
         codes,
         factors,
@@ -221,16 +226,19 @@ def _global_scores(
     return out
 
 
+# The three DCI scores (Eastwood & Williams 2018), as their `vaesae.metrics.DCIResult` fields.
+DCI_NAMES = ("disentanglement", "completeness", "informativeness")
+
+
 def _dci_scores(z: Tensor, factors: Tensor, samples: int, view: str) -> dict[str, float]:
     """DCI of ``z`` on its first ``samples`` rows, split 2:1 into training and test rows."""
     n = min(samples, z.shape[0])
     cut = (2 * n) // 3
-    names = ("disentanglement", "completeness", "informativeness")
     if z.shape[1] < 2 or cut < 2 or n - cut < 1:
-        return {f"dci/{name}/{view}": math.nan for name in names}
+        return {f"dci/{name}/{view}": math.nan for name in DCI_NAMES}
     z, f = z[:n].double().cpu(), factors[:n].cpu()
     result = dci(z[:cut], f[:cut], z[cut:], f[cut:])
-    return {f"dci/{name}/{view}": float(getattr(result, name)) for name in names}
+    return {f"dci/{name}/{view}": float(getattr(result, name)) for name in DCI_NAMES}
 
 
 class CodeCollector:
