@@ -81,7 +81,7 @@ class EpochEndWorker:
         self._pending: list[tuple[Future[None], Callable[[BaseException | None], None]]] = []
 
     def submit(
-        self, task: Callable[[], None], done: Callable[[BaseException | None], None]
+        self, task: Callable[[], object], done: Callable[[BaseException | None], None]
     ) -> None:
         """Run ``task`` on the worker; :meth:`drain` calls ``done(error)`` on the caller's
         thread afterwards (``error`` None when the task returned)."""
@@ -91,7 +91,7 @@ class EpochEndWorker:
             ready.record()
         self._pending.append((self._pool.submit(self._run, task, ready), done))
 
-    def _run(self, task: Callable[[], None], ready: torch.cuda.Event | None) -> None:
+    def _run(self, task: Callable[[], object], ready: torch.cuda.Event | None) -> None:
         if self._stream is None or ready is None:
             task()
             return
@@ -106,9 +106,13 @@ class EpochEndWorker:
         """Wait for every task handed over and call their ``done`` in order; returns the
         seconds waited (the epoch ends that did not fit under the epoch that followed)."""
         start = time.perf_counter()
-        pending, self._pending = self._pending, []
-        for future, done in pending:
-            done(future.exception())
+        while self._pending:
+            future, done = self._pending[0]
+            error = future.exception()
+            # Only once it has finished: a drain interrupted while waiting leaves the task to
+            # the next drain (the engine's on the way out), which waits for it again.
+            self._pending.pop(0)
+            done(error)
         return time.perf_counter() - start
 
     def close(self) -> None:
