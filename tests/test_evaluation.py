@@ -118,7 +118,9 @@ def test_global_metrics_read_the_alive_units_only(inputs):
     alive = evaluate_codes(mu, codes[:, :4], factors, NAMES, EvalSettings(frequencies=()))
     assert s["modularity/sae"] == alive.scalars["modularity/sae"]
     assert s["sap/sae"] == alive.scalars["sap/sae"] == pytest.approx(1.0, abs=0.01)
-    assert not any(k.startswith("dci/") for k in s)  # only with_dci
+    # DCI only with with_dci: NaN otherwise, so an epoch's row never holds an earlier epoch's.
+    dci_names = [k for k in s if k.startswith("dci/")]
+    assert len(dci_names) == 3 and all(math.isnan(s[k]) for k in dci_names)
 
 
 def test_dci_is_computed_on_a_two_to_one_split_of_the_first_samples(inputs):
