@@ -556,6 +556,7 @@ def pack_figures(accelerator: str = "cpu", members: int = 4, steps: int = 24) ->
         # The paper protocol's pack (per dataset: 2 methods x 3 seeds) is the headline figure.
         figures["pack_members"] = 6
         figures["pack_img_per_s"] = figures["pack6_vmap_img_per_s"]
+        stall = figures["pack6_epoch_end_s_overlapped"]
         for tag, mode in (("", "vmap"), ("_captured", "captured")):
             step_s = figures[f"pack6_{mode}_ms_per_step"] / 1e3
             epoch_s = PAPER_EPOCH_IMAGES / PACK_BATCH * step_s + 6 * eval_s
@@ -565,7 +566,6 @@ def pack_figures(accelerator: str = "cpu", members: int = 4, steps: int = 24) ->
             # (the bar for leaving them on the GPU's critical path is 5 %), in place
             # and overlapped with the next epoch (only the hand-off stalls the steps).
             figures[f"pack6_eval_fraction_of_epoch{tag}"] = 6 * eval_s / epoch_s
-            stall = figures["pack6_epoch_end_s_overlapped"]
             figures[f"pack6_epoch_end_fraction_overlapped{tag}"] = stall / (
                 epoch_s - 6 * eval_s + stall
             )

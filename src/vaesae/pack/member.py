@@ -47,6 +47,19 @@ LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 log = logging.getLogger("vaesae")
 
+# The instance attributes that route a module's log calls (Lightning's log and log_dict).
+LOG_HOOKS = ("log", "log_dict")
+
+
+@contextmanager
+def copied_to(handler: logging.Handler) -> Iterator[None]:
+    """While the body runs, the project's log lines also go to ``handler``."""
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+
 
 @dataclass
 class Generators:
@@ -174,13 +187,13 @@ def logging_into(module: VAESAEModule, metrics: dict[str, Tensor]) -> Iterator[N
         for name, value in values.items():
             log_now(name, value)
 
-    saved = {name: module.__dict__[name] for name in ("log", "log_dict") if name in module.__dict__}
+    saved = {name: module.__dict__[name] for name in LOG_HOOKS if name in module.__dict__}
     module.log = log_now  # pyright: ignore[reportAttributeAccessIssue]
     module.log_dict = log_dict_now  # pyright: ignore[reportAttributeAccessIssue]
     try:
         yield
     finally:
-        for name in ("log", "log_dict"):
+        for name in LOG_HOOKS:
             module.__dict__.pop(name, None)
         module.__dict__.update(saved)
 
@@ -216,16 +229,12 @@ class EpochEndView:
 
     def run(self) -> None:
         """The measuring hooks, then the epoch's row to the member's loggers (worker thread)."""
-        project_log = logging.getLogger("vaesae")
-        project_log.addHandler(self.member.worker_log)
-        try:
+        with copied_to(self.member.worker_log):
             with logging_into(self.module, self.trainer.callback_metrics):
                 hook_trainer = cast(pl.Trainer, self.trainer)
                 for cb in self.callbacks.copies:
                     cb.on_train_epoch_end(hook_trainer, self.module)
             self.member.log_epoch(self.trainer)
-        finally:
-            project_log.removeHandler(self.member.worker_log)
 
     def done(self, error: BaseException | None) -> None:
         """On the pack's thread, after :meth:`run`: the callbacks' results back to the member,
@@ -322,12 +331,10 @@ class Member:
         with the project's log lines copied to the member's train.log."""
         outside = Generators.capture()
         self.generators.install()
-        project_log = logging.getLogger("vaesae")
-        project_log.addHandler(self.log_file)
         try:
-            yield
+            with copied_to(self.log_file):
+                yield
         finally:
-            project_log.removeHandler(self.log_file)
             self.generators = Generators.capture()
             outside.install()
 
@@ -474,7 +481,7 @@ class Member:
         window) and attributes (k) as they stand, without the trainer and the log hooks (an
         epoch end gives it its own)."""
         module = self.module
-        hooks = {name: module.__dict__.pop(name) for name in ("log", "log_dict")}
+        hooks = {name: module.__dict__.pop(name) for name in LOG_HOOKS}
         trainer, module._trainer = module._trainer, None
         try:
             return copy.deepcopy(module)
